@@ -1,0 +1,42 @@
+"""Log and swallow the library's own failures so the host application never sees them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["internal_errors"]
+
+_LOGGER = logging.getLogger("kaleem_telemetry")
+_MIN_INTERVAL_SECONDS = 60.0
+_LAST_LOGGED: dict[str, float] = {}
+_LOCK = threading.Lock()
+
+
+@contextmanager
+def internal_errors(where: str) -> Iterator[None]:
+    """Run a hook body; log an exception it raises (rate-limited) and swallow it.
+
+    This is the one place where a blind ``except Exception`` is allowed: a bug in
+    telemetry must cost the application a log line, never a request.
+
+    Args:
+        where: A short name of the hook, used in the log message and as the
+            rate-limit key (one warning per ``where`` per minute).
+    """
+    try:
+        yield
+    except Exception:  # noqa: BLE001 - our own failure; the application must not see it.
+        now = time.monotonic()
+        with _LOCK:
+            last = _LAST_LOGGED.get(where)
+            if last is not None and now - last < _MIN_INTERVAL_SECONDS:
+                return
+            _LAST_LOGGED[where] = now
+        try:
+            _LOGGER.warning("kaleem_telemetry internal error in %s", where, exc_info=True)
+        except Exception:  # noqa: BLE001 - a broken logging setup must not turn into a crash.
+            pass

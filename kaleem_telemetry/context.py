@@ -1,0 +1,188 @@
+"""The request/job context: one place to bind ``request_id``, ``merchant_id`` and friends.
+
+Values are kept in a `contextvars.ContextVar`, so every asyncio task and every
+thread sees its own copy, and a request that reuses a worker thread starts from
+whatever the middleware bound for *it*, never from the previous request.
+
+What is bound here reaches three sinks with one call:
+
+* every log line (the log pipeline reads `get_context()`),
+* the current span and every span started while it is bound (as ``merchant.id``,
+  ``request.id``, ``enduser.id``, other keys under their own name),
+* Sentry events (tags ``merchant_id``/``request_id``, ``user.id``).
+
+Thread pools do not copy context variables (``loop.run_in_executor`` and
+``ThreadPoolExecutor.submit`` run the function in the worker's own context), so
+use `run_in_executor()` or wrap the callable with `with_current_context()`::
+
+    await run_in_executor(None, blocking_io, arg)
+    pool.submit(with_current_context(blocking_io), arg)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any, ParamSpec, TypeVar
+
+from opentelemetry import trace
+
+__all__ = [
+    "SPAN_ATTRIBUTE_NAMES",
+    "bind_context",
+    "clear_context",
+    "get_context",
+    "run_in_executor",
+    "span_attributes",
+    "telemetry_context",
+    "with_current_context",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The context keys that have an OpenTelemetry semantic-convention name on spans.
+SPAN_ATTRIBUTE_NAMES: Mapping[str, str] = MappingProxyType(
+    {"merchant_id": "merchant.id", "request_id": "request.id", "user_id": "enduser.id"}
+)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "kaleem_telemetry_context", default=_EMPTY
+)
+
+
+def get_context() -> dict[str, Any]:
+    """Return a copy of the values bound in the current context.
+
+    Returns:
+        A new dict; changing it does not change the bound context.
+    """
+    return dict(_CONTEXT.get())
+
+
+def bind_context(**values: Any) -> None:
+    """Bind values for the rest of the current context (request, job or task).
+
+    A value of ``None`` unbinds that key. The values are also set on the current
+    span, if one is recording.
+
+    Args:
+        **values: Keys and values to bind, for example ``merchant_id="m-42"``.
+    """
+    _CONTEXT.set(_merged(_CONTEXT.get(), values))
+    _set_on_current_span(values)
+
+
+def clear_context() -> None:
+    """Unbind every value in the current context."""
+    _CONTEXT.set(_EMPTY)
+
+
+@contextmanager
+def telemetry_context(**values: Any) -> Iterator[dict[str, Any]]:
+    """Bind values inside a ``with`` block and restore the outer ones on exit.
+
+    Nested blocks see the outer values plus their own; on exit the outer values
+    are back exactly as they were, even if the block raised.
+
+    Args:
+        **values: Keys and values to bind for the block.
+
+    Yields:
+        A copy of the context as bound inside the block.
+    """
+    token = _CONTEXT.set(_merged(_CONTEXT.get(), values))
+    _set_on_current_span(values)
+    try:
+        yield dict(_CONTEXT.get())
+    finally:
+        _CONTEXT.reset(token)
+
+
+def span_attributes(values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the span attributes for ``values`` (default: the bound context).
+
+    Known keys get their semantic-convention names; other keys keep their own.
+    Values that are not a str, bool, int or float are turned into strings.
+
+    Args:
+        values: The context values; the current context when ``None``.
+    """
+    source = _CONTEXT.get() if values is None else values
+    out: dict[str, Any] = {}
+    for key, value in source.items():
+        if value is None:
+            continue
+        if not isinstance(value, str | bool | int | float):
+            value = str(value)
+        out[SPAN_ATTRIBUTE_NAMES.get(key, key)] = value
+    return out
+
+
+def with_current_context(fn: Callable[P, R]) -> Callable[P, R]:
+    """Wrap ``fn`` so it runs in a copy of the caller's context, wherever it is called.
+
+    Use it to hand a callable to a thread pool: the bound values, the current
+    span and the log correlation all follow it into the worker thread.
+
+    Args:
+        fn: The callable to wrap.
+
+    Returns:
+        A callable with the same signature.
+    """
+    ctx = contextvars.copy_context()
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        return ctx.copy().run(fn, *args, **kwargs)
+
+    return run
+
+
+async def run_in_executor(
+    executor: Executor | None, fn: Callable[..., R], *args: Any
+) -> R:
+    """Run ``fn(*args)`` in ``executor`` with the caller's context, and await it.
+
+    The same as ``loop.run_in_executor`` except that the bound values and the
+    current span are visible inside ``fn``.
+
+    Args:
+        executor: The executor, or ``None`` for the loop's default one.
+        fn: The blocking callable.
+        *args: Its positional arguments.
+
+    Returns:
+        What ``fn`` returns.
+    """
+    loop = asyncio.get_running_loop()
+    ctx = contextvars.copy_context()
+    return await loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
+
+
+def _merged(current: Mapping[str, Any], values: Mapping[str, Any]) -> Mapping[str, Any]:
+    merged = dict(current)
+    for key, value in values.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return MappingProxyType(merged)
+
+
+def _set_on_current_span(values: Mapping[str, Any]) -> None:
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    attributes = span_attributes({k: v for k, v in values.items() if v is not None})
+    if attributes:
+        from kaleem_telemetry.redaction import redact_attributes
+
+        span.set_attributes(redact_attributes(attributes))
