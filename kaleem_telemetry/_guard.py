@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,14 +30,13 @@ def internal_errors(where: str) -> Iterator[None]:
     """
     try:
         yield
-    except Exception:  # noqa: BLE001 - our own failure; the application must not see it.
+    except Exception:  # our own failure: the application must not see it.
         now = time.monotonic()
         with _LOCK:
             last = _LAST_LOGGED.get(where)
             if last is not None and now - last < _MIN_INTERVAL_SECONDS:
                 return
             _LAST_LOGGED[where] = now
-        try:
+        # A broken logging setup must not turn our own bug into a crash either.
+        with contextlib.suppress(Exception):
             _LOGGER.warning("kaleem_telemetry internal error in %s", where, exc_info=True)
-        except Exception:  # noqa: BLE001 - a broken logging setup must not turn into a crash.
-            pass

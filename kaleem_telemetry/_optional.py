@@ -24,8 +24,9 @@ def missing_extra_message(module: str, package: str, extra: str) -> str:
     )
 
 
-def import_optional(name: str, *, module: str, package: str | None = None,
-                    extra: str | None = None) -> ModuleType:
+def import_optional(
+    name: str, *, module: str, package: str | None = None, extra: str | None = None
+) -> ModuleType:
     """Import ``name`` or raise `MissingDependencyError` naming the extra.
 
     Args:

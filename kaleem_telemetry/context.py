@@ -146,9 +146,7 @@ def with_current_context(fn: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-async def run_in_executor(
-    executor: Executor | None, fn: Callable[..., R], *args: Any
-) -> R:
+async def run_in_executor(executor: Executor | None, fn: Callable[..., R], *args: Any) -> R:
     """Run ``fn(*args)`` in ``executor`` with the caller's context, and await it.
 
     The same as ``loop.run_in_executor`` except that the bound values and the

@@ -1,0 +1,272 @@
+"""`setup_telemetry()`, the `Telemetry` handle, and the bounded shutdown.
+
+Setup order matters: the redactor first (every later sink uses it), then logs (so
+the other steps can log), then tracing, metrics and Sentry. A step that fails
+because of a bug or a backend is logged and skipped; only configuration mistakes
+raise. Shutdown runs every component's shutdown in its own daemon thread under
+one deadline, so a component that hangs (an exporter stuck on a black-holed
+collector) costs at most the timeout, never a hung process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.config import TelemetryConfig
+from kaleem_telemetry.exceptions import TelemetryConfigError
+
+__all__ = [
+    "Component",
+    "Telemetry",
+    "current",
+    "reset_for_tests",
+    "setup_telemetry",
+    "shutdown_telemetry",
+]
+
+_LOGGER = logging.getLogger("kaleem_telemetry")
+_LOCK = threading.RLock()
+_CURRENT: Telemetry | None = None
+_ATEXIT_REGISTERED = False
+
+
+class Component(Protocol):
+    """A configured part of the telemetry (tracing, metrics, Sentry) that can be flushed."""
+
+    def force_flush(self, timeout: float) -> bool:
+        """Export what is buffered within ``timeout`` seconds; return whether it all went."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Flush and release resources within ``timeout`` seconds."""
+
+
+class Telemetry:
+    """The live telemetry of this process, returned by `setup_telemetry()`.
+
+    Attributes:
+        config: The effective, frozen configuration (secrets masked in its ``repr``).
+    """
+
+    def __init__(self, config: TelemetryConfig, components: dict[str, Component]) -> None:
+        self.config = config
+        self._components = components
+        self._shutdown_done = False
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._shutdown_done else "live"
+        names = ", ".join(self._components) or "logs only"
+        return f"<Telemetry {self.config.service_name!r} {state}: {names}>"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The names of the configured components, for example ``("tracing", "metrics")``."""
+        return tuple(self._components)
+
+    def component(self, name: str) -> Component | None:
+        """Return the component called ``name`` (``"tracing"``, ``"metrics"``, ``"sentry"``)."""
+        return self._components.get(name)
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Export buffered spans and events, waiting at most ``timeout`` seconds in all.
+
+        Args:
+            timeout: The deadline for all components together, in seconds.
+
+        Returns:
+            ``True`` when every component flushed within the deadline.
+        """
+        calls = [(name, c.force_flush) for name, c in self._components.items()]
+        return _run_under_deadline("force_flush", calls, timeout)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Flush and stop every component, returning within ``timeout`` seconds.
+
+        Idempotent: later calls return ``True`` at once. Also runs at interpreter
+        exit (``atexit``) with the configured ``shutdown_timeout``.
+
+        Args:
+            timeout: The deadline for all components together, in seconds.
+
+        Returns:
+            ``True`` when every component shut down within the deadline.
+        """
+        global _CURRENT
+        with self._lock:
+            if self._shutdown_done:
+                return True
+            self._shutdown_done = True
+        calls: list[tuple[str, Callable[[float], object]]] = [
+            (name, c.shutdown) for name, c in self._components.items()
+        ]
+        done = _run_under_deadline("shutdown", calls, timeout)
+        with _LOCK:
+            if _CURRENT is self:
+                _CURRENT = None
+        return done
+
+
+def setup_telemetry(
+    service_name: str | None = None,
+    *,
+    environment: str | None = None,
+    version: str | None = None,
+    force: bool = False,
+    **overrides: Any,
+) -> Telemetry:
+    """Configure logs, traces, metrics and Sentry for this process, once.
+
+    Arguments win over environment variables, which win over defaults (see
+    docs/configuration.md). A second call returns the live handle; if it asks
+    for a different configuration a warning is logged, and ``force=True``
+    reconfigures instead. A backend that is down never makes this raise.
+
+    Args:
+        service_name: ``service.name`` of traces, ``service`` of logs and metrics.
+        environment: ``development``, ``staging``, ``production``...
+        version: The service version (``service.version``, Sentry release).
+        force: Reconfigure even if telemetry is already set up.
+        **overrides: Any other `TelemetryConfig` field, for example
+            ``log_format="json"`` or ``traces_exporter="console"``.
+
+    Returns:
+        The live `Telemetry` handle.
+
+    Raises:
+        TelemetryConfigError: A setting has an invalid value; the message names
+            the setting (argument or environment variable) and the value.
+    """
+    global _CURRENT
+    for name, value in (
+        ("service_name", service_name),
+        ("environment", environment),
+        ("version", version),
+    ):
+        if value is not None:
+            overrides[name] = value
+    config = TelemetryConfig.from_env(**overrides)
+    with _LOCK:
+        live = _CURRENT
+        if live is not None and not force:
+            if live.config != config:
+                _LOGGER.warning(
+                    "setup_telemetry() was called again with a different configuration; "
+                    "keeping the live one (pass force=True to reconfigure)"
+                )
+            return live
+        if live is not None:
+            live.shutdown(live.config.shutdown_timeout)
+        telemetry = Telemetry(config, _configure(config))
+        _CURRENT = telemetry
+        _register_atexit()
+        return telemetry
+
+
+def shutdown_telemetry(timeout: float = 5.0) -> bool:
+    """Shut down the live telemetry, if any, within ``timeout`` seconds.
+
+    Args:
+        timeout: The deadline, in seconds.
+
+    Returns:
+        ``True`` when everything shut down in time (or nothing was set up).
+    """
+    live = current()
+    return True if live is None else live.shutdown(timeout)
+
+
+def current() -> Telemetry | None:
+    """Return the live `Telemetry` handle, or ``None`` before setup and after shutdown."""
+    return _CURRENT
+
+
+def reset_for_tests() -> None:
+    """Forget the live handle without shutting anything down (tests reset globals)."""
+    global _CURRENT
+    with _LOCK:
+        _CURRENT = None
+
+
+def _configure(config: TelemetryConfig) -> dict[str, Component]:
+    from kaleem_telemetry import logs, redaction
+
+    redaction.set_redactor(
+        redaction.Redactor(extra_keys=config.redact_keys, mask_emails=config.redact_emails)
+    )
+    logs.configure_logging(config)
+    components: dict[str, Component] = {}
+    for name, configure in _component_steps():
+        component = _run_step(name, configure, config)
+        if component is not None:
+            components[name] = component
+    return components
+
+
+def _component_steps() -> list[tuple[str, Callable[[TelemetryConfig], Component | None]]]:
+    # Imported here, not at module top: `import kaleem_telemetry` must stay cheap
+    # and must not pull in the exporters or sentry_sdk.
+    from kaleem_telemetry import metrics, sentry, tracing
+
+    return [
+        ("tracing", tracing.configure_tracing),
+        ("metrics", metrics.configure_metrics),
+        ("sentry", sentry.configure_sentry),
+    ]
+
+
+def _run_step(
+    name: str, configure: Callable[[TelemetryConfig], Component | None], config: TelemetryConfig
+) -> Component | None:
+    try:
+        with internal_errors(f"setup of {name}"):
+            return configure(config)
+    except TelemetryConfigError:
+        raise
+    return None
+
+
+def _run_under_deadline(
+    what: str, calls: list[tuple[str, Callable[[float], object]]], timeout: float
+) -> bool:
+    deadline = time.monotonic() + max(timeout, 0.0)
+    threads: list[tuple[str, threading.Thread]] = []
+    ok: dict[str, bool] = {}
+    for name, call in calls:
+
+        def run(name: str = name, call: Callable[[float], object] = call) -> None:
+            with internal_errors(f"{what} of {name}"):
+                result = call(max(deadline - time.monotonic(), 0.0))
+                ok[name] = result is not False
+
+        thread = threading.Thread(target=run, name=f"kaleem-telemetry-{what}-{name}", daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    late = []
+    for name, thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            late.append(name)
+    if late:
+        _LOGGER.warning(
+            "telemetry %s did not finish within %.1f s: %s", what, timeout, ", ".join(late)
+        )
+    return not late and all(ok.get(name, False) for name, _ in threads)
+
+
+def _atexit_shutdown() -> None:
+    live = current()
+    if live is not None:
+        live.shutdown(live.config.shutdown_timeout)
+
+
+def _register_atexit() -> None:
+    global _ATEXIT_REGISTERED
+    if not _ATEXIT_REGISTERED:
+        atexit.register(_atexit_shutdown)
+        _ATEXIT_REGISTERED = True

@@ -1,0 +1,294 @@
+"""Structured logs: one JSON line per event, from structlog and stdlib `logging` alike.
+
+`configure_logging()` (called by `setup_telemetry()`) points structlog at one
+pipeline object and puts one handler on the root logger that feeds stdlib records
+into the *same* pipeline, so uvicorn's, gunicorn's and every library's records come
+out in the same shape as ``get_logger().info(...)``.
+
+structlog is configured with a single processor, a `_Pipeline` instance whose state
+`configure_logging()` replaces. Loggers are cached on first use for speed, and a
+logger created at import time (``log = get_logger()`` at module level, before
+`setup_telemetry()`) still reaches the configured pipeline, redaction included,
+because what it caches is that one object.
+
+Output goes to whatever ``sys.stdout`` is at the time of the write, one line per
+event, flushed, under a lock so lines from threads never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+import structlog
+
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.processors import EventShaper, render_json
+
+if TYPE_CHECKING:
+    from kaleem_telemetry.config import TelemetryConfig
+
+__all__ = [
+    "LogTap",
+    "add_tap",
+    "configure_logging",
+    "get_logger",
+    "reset_for_tests",
+]
+
+#: A function that sees every emitted event (shaped and redacted) and its exc_info.
+LogTap = Callable[[Mapping[str, Any], Any], None]
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+#: stdlib loggers whose output our access event replaces (they print raw query strings).
+_SILENCED_LOGGERS = ("uvicorn.access", "gunicorn.access")
+#: stdlib loggers that servers give handlers of their own; they must propagate to ours.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "gunicorn", "gunicorn.error")
+#: LogRecord attributes that are not event keys.
+_RECORD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+)
+
+_STATE_LOCK = threading.Lock()
+_WRITE_LOCK = threading.Lock()
+
+
+class _Pipeline:
+    """The one processor structlog calls: filter, shape, tap, render."""
+
+    __slots__ = ("level", "render", "shaper", "taps")
+
+    def __init__(self) -> None:
+        self.level = logging.INFO
+        self.shaper = EventShaper("unknown_service", "development")
+        self.render: Callable[[Mapping[str, Any]], str] = render_json
+        self.taps: tuple[LogTap, ...] = ()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        level_no = _LEVELS.get(method_name, logging.INFO)
+        if method_name == "exception":
+            level_no = logging.ERROR
+            event_dict.setdefault("exc_info", True)
+        if level_no < self.level:
+            raise structlog.DropEvent
+        return self.process(logger, method_name, event_dict)
+
+    def process(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+        shaped = self.shaper(logger, method_name, event_dict)
+        if self.taps:
+            exc_info = event_dict.get("exc_info")
+            for tap in self.taps:
+                with internal_errors("log tap"):
+                    tap(shaped, exc_info)
+        return self.render(shaped)
+
+
+_PIPELINE = _Pipeline()
+
+
+class _StdoutLogger:
+    """Write rendered lines to the current ``sys.stdout``, one flushed line each."""
+
+    __slots__ = ()
+
+    def msg(self, line: str) -> None:
+        stream: TextIO = sys.stdout
+        with _WRITE_LOCK:
+            try:
+                stream.write(line + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                # stdout closed or gone (a daemon, a torn-down test): dropping the
+                # line is the only thing that keeps the caller running.
+                pass
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _logger_factory(*_args: Any) -> _StdoutLogger:
+    return _StdoutLogger()
+
+
+class _BridgeHandler(logging.Handler):
+    """Feed stdlib `logging` records into the structlog pipeline."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with internal_errors("stdlib log bridge"):
+            event_dict: dict[str, Any] = {
+                "event": _record_message(record),
+                "logger": record.name,
+            }
+            for key, value in record.__dict__.items():
+                if key not in _RECORD_ATTRS and not key.startswith("_"):
+                    event_dict[key] = value
+            if record.exc_info and record.exc_info[0] is not None:
+                event_dict["exc_info"] = record.exc_info
+            if record.stack_info:
+                event_dict["stack_info"] = True
+            method = record.levelname.lower()
+            line = _PIPELINE.process(None, method, event_dict)
+            _StdoutLogger().msg(line)
+
+
+_BRIDGE = _BridgeHandler()
+_saved_root: tuple[list[logging.Handler], int] | None = None
+_saved_servers: dict[str, tuple[list[logging.Handler], bool, bool]] = {}
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> Any:
+    """Return a structlog logger that writes through the telemetry pipeline.
+
+    Safe to call at import time, before `setup_telemetry()`: the logger looks up
+    the pipeline when it first logs, and the pipeline is the configured one from
+    then on.
+
+    Args:
+        name: The ``logger`` key of its events; defaults to ``"app"``.
+        **initial_values: Values bound on the logger.
+
+    Returns:
+        A structlog bound logger (``info``, ``warning``, ``error``, ``exception``,
+        ``bind``, ...).
+    """
+    _ensure_structlog()
+    return structlog.get_logger(logger=name or "app", **initial_values)
+
+
+def add_tap(tap: LogTap) -> Callable[[], None]:
+    """Call ``tap(event_dict, exc_info)`` for every emitted event; return a remover.
+
+    The event dict is the shaped, redacted one that is about to be rendered. A
+    tap that raises is logged and ignored.
+
+    Args:
+        tap: The callback.
+    """
+    with _STATE_LOCK:
+        _PIPELINE.taps = (*_PIPELINE.taps, tap)
+
+    def remove() -> None:
+        with _STATE_LOCK:
+            _PIPELINE.taps = tuple(t for t in _PIPELINE.taps if t is not tap)
+
+    return remove
+
+
+def configure_logging(config: TelemetryConfig, *, stream: TextIO | None = None) -> None:
+    """Configure structlog and the stdlib root logger from ``config``.
+
+    Args:
+        config: The telemetry configuration (level, format, service, environment).
+        stream: The stream whose terminal-ness decides the ``auto`` format;
+            defaults to ``sys.stdout``.
+    """
+    level = _LEVELS[config.log_level]
+    use_console = config.log_format == "console" or (
+        config.log_format == "auto" and _is_tty(stream or sys.stdout)
+    )
+    with _STATE_LOCK:
+        _PIPELINE.level = level
+        _PIPELINE.shaper = EventShaper(
+            config.service_name, config.environment, structure_exceptions=not use_console
+        )
+        _PIPELINE.render = _console_renderer() if use_console else render_json
+    _ensure_structlog(force=True)
+    _configure_stdlib(level)
+
+
+def reset_for_tests() -> None:
+    """Restore structlog's defaults and the root logger as they were before setup."""
+    global _saved_root
+    with _STATE_LOCK:
+        _PIPELINE.__init__()  # type: ignore[misc]
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    if _BRIDGE in root.handlers:
+        root.removeHandler(_BRIDGE)
+    if _saved_root is not None:
+        handlers, level = _saved_root
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+        _saved_root = None
+    for name, (handlers, propagate, disabled) in _saved_servers.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.disabled = disabled
+    _saved_servers.clear()
+
+
+def _ensure_structlog(*, force: bool = False) -> None:
+    if not force and structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[_PIPELINE],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        context_class=dict,
+        logger_factory=_logger_factory,
+        cache_logger_on_first_use=True,
+    )
+
+
+def _configure_stdlib(level: int) -> None:
+    global _saved_root
+    root = logging.getLogger()
+    if _saved_root is None:
+        _saved_root = (list(root.handlers), root.level)
+    # Replace whatever printed before us (basicConfig, a framework's default
+    # handler): keeping it would print every record twice in two shapes.
+    for handler in list(root.handlers):
+        if handler is not _BRIDGE:
+            root.removeHandler(handler)
+    if _BRIDGE not in root.handlers:
+        root.addHandler(_BRIDGE)
+    root.setLevel(level)
+    for name in _SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        _saved_servers.setdefault(name, (list(logger.handlers), logger.propagate, logger.disabled))
+        logger.handlers[:] = []
+        logger.propagate = True
+    for name in _SILENCED_LOGGERS:
+        logger = logging.getLogger(name)
+        _saved_servers.setdefault(name, (list(logger.handlers), logger.propagate, logger.disabled))
+        logger.handlers[:] = []
+        logger.propagate = False
+        logger.disabled = True
+
+
+def _record_message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - bad %-args must not lose the record.
+        return f"{record.msg!s} (bad log arguments)"
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _console_renderer() -> Callable[[Mapping[str, Any]], str]:
+    renderer = structlog.dev.ConsoleRenderer(
+        colors=True, exception_formatter=structlog.dev.plain_traceback
+    )
+
+    def render(event_dict: Mapping[str, Any]) -> str:
+        try:
+            return str(renderer(None, "info", dict(event_dict)))
+        except Exception:  # noqa: BLE001 - a console render bug must not lose the line.
+            return render_json(event_dict)
+
+    return render

@@ -1,0 +1,339 @@
+"""The structlog processors behind the log contract (DESIGN.md §5).
+
+Every processor here has the structlog signature ``(logger, method_name, event_dict)``
+and returns the event dict; none does I/O. `logs.py` chains them for both structlog
+events and stdlib `logging` records, so both come out in one shape.
+
+The hot path of a log line is the `EventShaper`: it builds the final key order
+(``timestamp``, ``level``, ``event``, ``logger``, ``service``, ``environment``,
+``trace_id``, ``span_id``, ``request_id``, ``merchant_id``, ``user_id``, then the
+event's own keys) in one pass instead of five processors re-inserting keys, because
+every processor call costs a Python function call on every line.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from collections.abc import Mapping, MutableMapping
+from types import TracebackType
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+from kaleem_telemetry.context import _CONTEXT
+from kaleem_telemetry.redaction import get_redactor
+
+__all__ = [
+    "FIXED_KEYS",
+    "MAX_VALUE_CHARS",
+    "EventShaper",
+    "add_timestamp",
+    "format_timestamp",
+    "normalise_level",
+    "render_json",
+    "structure_exception",
+]
+
+#: The keys the pipeline owns; an event's own keys come after them.
+FIXED_KEYS = (
+    "timestamp",
+    "level",
+    "event",
+    "logger",
+    "service",
+    "environment",
+    "trace_id",
+    "span_id",
+    "request_id",
+    "merchant_id",
+    "user_id",
+)
+
+#: A string value longer than this is cut, and the cut is marked.
+MAX_VALUE_CHARS = 16_384
+
+_MAX_FRAMES = 40
+_MAX_CAUSES = 4
+_MAX_DEPTH = 12
+_LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
+_CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
+_OWN_SKIP = frozenset({"event", "exc_info", "stack_info", "_record", "_from_structlog"})
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+_last_second = -1
+_last_prefix = ""
+
+
+def format_timestamp(now: float) -> str:
+    """Return ``now`` (Unix seconds) as ISO 8601 UTC with milliseconds and ``Z``.
+
+    The date-and-seconds prefix is cached per second, so most calls only format
+    the milliseconds.
+
+    Args:
+        now: Seconds since the epoch, as from `time.time()`.
+    """
+    global _last_second, _last_prefix
+    second = int(now)
+    if second != _last_second:
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _last_second = second
+    millis = int((now - second) * 1000)
+    return f"{_last_prefix}.{millis:03d}Z"
+
+
+def add_timestamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """Add ``timestamp`` in the contract's format (ISO 8601 UTC, ms, ``Z``)."""
+    event_dict["timestamp"] = format_timestamp(time.time())
+    return event_dict
+
+
+def normalise_level(method_name: str) -> str:
+    """Return the lower-case level name for a structlog method or stdlib level name.
+
+    Args:
+        method_name: ``"info"``, ``"warn"``, ``"exception"``, ``"WARNING"``...
+    """
+    name = method_name.lower()
+    return _LEVEL_ALIASES.get(name, name)
+
+
+class EventShaper:
+    """Build the final event dict in the contract's key order, redacted and bounded.
+
+    It adds the timestamp, level, logger name, service and environment, the
+    current span's ``trace_id``/``span_id``, the bound context, then the event's
+    own keys after the redactor has seen them. Long strings are cut to
+    `MAX_VALUE_CHARS` before redaction, so one 10 MB value costs little.
+    ``exc_info`` becomes a structured ``exception`` (see `structure_exception`).
+
+    Args:
+        service: The ``service`` value on every line.
+        environment: The ``environment`` value on every line.
+        structure_exceptions: Turn ``exc_info`` into a structured ``exception``
+            (JSON output) or leave it for a console renderer.
+    """
+
+    __slots__ = ("environment", "service", "structure_exceptions")
+
+    def __init__(self, service: str, environment: str, *, structure_exceptions: bool = True):
+        self.service = service
+        self.environment = environment
+        self.structure_exceptions = structure_exceptions
+
+    def __call__(self, _logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
+        """Return a new event dict in the contract's shape; the input is not changed."""
+        out: dict[str, Any] = {
+            "timestamp": event_dict.get("timestamp") or format_timestamp(time.time()),
+            "level": event_dict.get("level") or normalise_level(method_name),
+            "event": _bounded_event(event_dict.get("event")),
+            "logger": event_dict.get("logger") or "root",
+            "service": self.service,
+            "environment": self.environment,
+        }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            out["trace_id"] = format(span_context.trace_id, "032x")
+            out["span_id"] = format(span_context.span_id, "016x")
+        context = _CONTEXT.get()
+        if context:
+            own_context: dict[str, Any] = {}
+            for key, value in context.items():
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                else:
+                    own_context[key] = value
+        else:
+            own_context = {}
+        own: dict[str, Any] = own_context
+        for key, value in event_dict.items():
+            if key in _OWN_SKIP or key in out:
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                continue
+            if type(value) is str and len(value) > MAX_VALUE_CHARS:
+                value = _cut(value)
+            own[key] = value
+        if own:
+            out.update(get_redactor().redact(own))
+        exc_info = event_dict.get("exc_info")
+        if exc_info:
+            if self.structure_exceptions:
+                structured = structure_exception(exc_info)
+                if structured is not None:
+                    out["exception"] = structured
+            else:
+                out["exc_info"] = exc_info
+        stack_info = event_dict.get("stack_info")
+        if stack_info:
+            out["stack"] = _structure_stack()
+        return out
+
+
+def structure_exception(exc_info: Any) -> dict[str, Any] | None:
+    """Return ``exc_info`` as ``{"type", "message", "frames", "cause"?}``.
+
+    Frames carry file, line and function only: frame locals are never printed.
+    The message goes through the redactor. Chained causes are followed a few
+    levels deep. Never raises.
+
+    Args:
+        exc_info: ``True`` (the exception being handled), an exception, or a
+            ``(type, value, traceback)`` tuple.
+    """
+    try:
+        exc = _exception_from(exc_info)
+        if exc is None:
+            return None
+        return _structure(exc, _MAX_CAUSES)
+    except Exception:  # noqa: BLE001 - a broken exception must not break the log line.
+        return {"type": "unknown", "message": "[unrepresentable exception]", "frames": []}
+
+
+def render_json(event_dict: Mapping[str, Any]) -> str:
+    """Render one event as one JSON line (no newline), never raising.
+
+    The fast path is one ``orjson.dumps``. Values orjson refuses (ints beyond 64
+    bits, cycles, surrogates, keys that are not strings, objects whose ``repr``
+    raises) send the event through a sanitiser first; what cannot be rendered at
+    all becomes a minimal line that still names the event.
+
+    Args:
+        event_dict: The shaped event.
+    """
+    try:
+        return orjson.dumps(event_dict, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except Exception:  # noqa: BLE001 - fall through to the sanitiser: the line must be written.
+        pass
+    try:
+        clean = _sanitise(event_dict, 0, set())
+        return orjson.dumps(clean, option=_ORJSON_OPTIONS).decode()
+    except Exception:  # noqa: BLE001 - last resort: the caller gets a line, not an exception.
+        event = _safe_str(event_dict.get("event", ""))
+        fallback = {
+            "timestamp": format_timestamp(time.time()),
+            "level": "error",
+            "event": event.encode("utf-8", "replace").decode("utf-8"),
+            "logger": "kaleem_telemetry",
+            "render_error": "the event could not be rendered",
+        }
+        return orjson.dumps(fallback).decode()
+
+
+def _bounded_event(event: Any) -> Any:
+    if event is None:
+        return ""
+    if type(event) is str:
+        if len(event) > MAX_VALUE_CHARS:
+            event = _cut(event)
+        return get_redactor().redact_string(event)
+    return get_redactor().redact(_safe_str(event))
+
+
+def _cut(value: str) -> str:
+    return f"{value[:MAX_VALUE_CHARS]}...[truncated {len(value) - MAX_VALUE_CHARS} chars]"
+
+
+def _exception_from(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def _structure(exc: BaseException, causes_left: int) -> dict[str, Any]:
+    frames = [
+        {"file": frame.filename, "line": frame.lineno, "function": frame.name}
+        for frame in traceback.extract_tb(exc.__traceback__, limit=-_MAX_FRAMES)
+    ]
+    kind = type(exc)
+    module = kind.__module__
+    qualname = kind.__qualname__
+    name = qualname if module in {"builtins", "__main__"} else f"{module}.{qualname}"
+    message = _safe_str(exc)
+    if len(message) > MAX_VALUE_CHARS:
+        message = _cut(message)
+    out: dict[str, Any] = {
+        "type": name,
+        "message": get_redactor().redact_string(message),
+        "frames": frames,
+    }
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and causes_left > 0:
+        out["cause"] = _structure(cause, causes_left - 1)
+    return out
+
+
+def _structure_stack() -> list[dict[str, Any]]:
+    stack = traceback.extract_stack(limit=_MAX_FRAMES)
+    return [{"file": f.filename, "line": f.lineno, "function": f.name} for f in stack]
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - hostile __str__: name the type instead.
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - hostile __repr__: name the type instead.
+        return f"<unrepresentable {type(value).__name__}>"
+    return text if len(text) <= MAX_VALUE_CHARS else _cut(text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        return _safe_str(value)
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value[:MAX_VALUE_CHARS]).decode("utf-8", "replace")
+    if isinstance(value, TracebackType):
+        return "<traceback>"
+    return _safe_repr(value)
+
+
+def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        text = value if len(value) <= MAX_VALUE_CHARS else _cut(value)
+        return text.encode("utf-8", "replace").decode("utf-8")
+    if depth >= _MAX_DEPTH:
+        return "[TRUNCATED:depth]"
+    marker = id(value)
+    if marker in seen:
+        return "[CYCLE]"
+    if isinstance(value, Mapping):
+        seen.add(marker)
+        try:
+            return {_sanitise_key(k): _sanitise(v, depth + 1, seen) for k, v in list(value.items())}
+        finally:
+            seen.discard(marker)
+    if isinstance(value, list | tuple | set | frozenset):
+        seen.add(marker)
+        try:
+            return [_sanitise(v, depth + 1, seen) for v in list(value)]
+        finally:
+            seen.discard(marker)
+    return _sanitise(_json_default(value), depth + 1, seen)
+
+
+def _sanitise_key(key: Any) -> str:
+    text = key if isinstance(key, str) else _safe_str(key)
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,115 @@
+"""Development sessions: lint, typecheck, tests, demo, benchmarks, build.
+
+Run ``nox -l`` to list them; ``nox`` alone runs the default ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.needs_version = ">=2025.02.09"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "typecheck", "tests", "tests_bare"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+EXTRAS = [
+    "redis",
+    "pymongo",
+    "sqlalchemy",
+    "httpx",
+    "requests",
+    "aio-pika",
+    "celery",
+    "fastapi",
+    "flask",
+    "django",
+]
+
+
+def _install_tests(session: nox.Session, target: str) -> None:
+    session.install(target, *nox.project.dependency_groups(PYPROJECT, "tests", "typing", "lint"))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Run the pre-commit hooks (ruff check and format, pyproject and file checks)."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure", *session.posargs)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Run mypy --strict on the package and tests/typing."""
+    session.install("-e", ".[all]", *nox.project.dependency_groups(PYPROJECT, "typing"))
+    session.run("mypy", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite with every extra installed, under coverage."""
+    _install_tests(session, "-e.[all]")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", success_codes=[0, 1])
+    session.run("coverage", "report", "--fail-under=85")
+
+
+@nox.session
+def tests_bare(session: nox.Session) -> None:
+    """Run the suite with no extras: integration modules skip, the core must still pass."""
+    _install_tests(session, "-e.")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(default=False)
+@nox.parametrize("extra", EXTRAS)
+def tests_extra(session: nox.Session, extra: str) -> None:
+    """Run the suite with one extra at a time, proving each works alone."""
+    _install_tests(session, f"-e.[{extra}]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python=nox.project.python_versions(PYPROJECT), default=False)
+def tests_pythons(session: nox.Session) -> None:
+    """Run the suite on every supported Python found on this machine."""
+    _install_tests(session, "-e.[all]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(default=False)
+def demo(session: nox.Session) -> None:
+    """Run the demo service: serves traffic to itself, prints JSON logs, exposes /metrics."""
+    session.install("-e.[fastapi]", "uvicorn", "httpx")
+    session.run("kaleem-telemetry", "demo", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Compare the library with the bare app and the hand-assembled stack, as ratios."""
+    session.install("-e.[all]", *nox.project.dependency_groups(PYPROJECT, "bench"))
+    for script in sorted(os.listdir("benchmarks")):
+        if script.startswith("bench_") and script.endswith(".py"):
+            session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session(default=False)
+def docs(session: nox.Session) -> None:
+    """Run every example and the docs checks (the examples are also run by the tests)."""
+    _install_tests(session, "-e.[all]")
+    session.run("pytest", "-q", "tests/test_examples.py", "tests/test_docs.py", *session.posargs)
+
+
+@nox.session(default=False)
+def build(session: nox.Session) -> None:
+    """Build sdist and wheel, check them, and import the wheel in a fresh environment."""
+    session.install("build", "twine")
+    shutil.rmtree("dist", ignore_errors=True)
+    session.run("python", "-m", "build")
+    session.run("twine", "check", "dist/*")
+    wheel = next(name for name in os.listdir("dist") if name.endswith(".whl"))
+    session.install(f"dist/{wheel}", "--force-reinstall")
+    session.run("python", "-c", "import kaleem_telemetry; print(kaleem_telemetry.__version__)")

@@ -1,0 +1,384 @@
+import json
+import logging
+import math
+import re
+import sys
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from kaleem_telemetry import logs
+from kaleem_telemetry.config import TelemetryConfig
+from kaleem_telemetry.context import bind_context, telemetry_context
+from kaleem_telemetry.processors import MAX_VALUE_CHARS, format_timestamp
+from kaleem_telemetry.redaction import Redactor, set_redactor
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+LEADING_KEYS = ["timestamp", "level", "event", "logger", "service", "environment"]
+
+
+def _configure(**env: str) -> None:
+    environ = {"OTEL_SERVICE_NAME": "svc", "KALEEM_TELEMETRY_ENVIRONMENT": "test"}
+    environ.update({"KALEEM_TELEMETRY_LOG_FORMAT": "json", **env})
+    logs.configure_logging(TelemetryConfig.from_env(environ=environ))
+
+
+def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    out = capsys.readouterr().out
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture(name="json_logs")
+def _json_logs() -> None:
+    _configure()
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestShape:
+    def test_one_line_with_the_contract_keys(self, capsys):
+        """An event is one JSON line with the contract's keys first, in order."""
+        logs.get_logger("orders").info("order_created", order_id=7)
+
+        [line] = _lines(capsys)
+        assert list(line)[:6] == LEADING_KEYS
+        assert TIMESTAMP.match(line["timestamp"])
+        assert line["level"] == "info"
+        assert line["event"] == "order_created"
+        assert line["logger"] == "orders"
+        assert line["service"] == "svc"
+        assert line["environment"] == "test"
+        assert line["order_id"] == 7
+
+    def test_bound_context_comes_before_the_events_own_keys(self, capsys):
+        """request_id, merchant_id, user_id and free context keys appear on every line."""
+        with telemetry_context(request_id="r-1", merchant_id="m-1", user_id="u-1", job="sync"):
+            logs.get_logger().warning("slow", ms=12)
+
+        [line] = _lines(capsys)
+        assert list(line)[6:] == ["request_id", "merchant_id", "user_id", "job", "ms"]
+        assert line["level"] == "warning"
+        assert (line["request_id"], line["merchant_id"], line["user_id"]) == ("r-1", "m-1", "u-1")
+
+    def test_trace_and_span_ids_of_the_current_span(self, capsys):
+        """Inside a span, the line carries its trace_id (32 hex) and span_id (16 hex)."""
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("op") as span:
+            logs.get_logger().info("inside")
+        logs.get_logger().info("outside")
+
+        inside, outside = _lines(capsys)
+        context = span.get_span_context()
+        assert inside["trace_id"] == format(context.trace_id, "032x")
+        assert inside["span_id"] == format(context.span_id, "016x")
+        assert "trace_id" not in outside
+
+    @pytest.mark.parametrize(
+        ("method", "level"),
+        [("info", "info"), ("warning", "warning"), ("error", "error"), ("critical", "critical")],
+    )
+    def test_levels_are_lower_case(self, capsys, method, level):
+        """Each log method gives its lower-case level name."""
+        getattr(logs.get_logger(), method)("e")
+
+        assert _lines(capsys)[0]["level"] == level
+
+    def test_debug_is_filtered_at_info(self, capsys):
+        """Below the configured level nothing is printed."""
+        logs.get_logger().debug("hidden")
+
+        assert _lines(capsys) == []
+
+    def test_positional_arguments_are_formatted(self, capsys):
+        """Structlog's %-style positional arguments are applied to the event."""
+        logs.get_logger().info("hello %s", "world")
+
+        assert _lines(capsys)[0]["event"] == "hello world"
+
+    def test_timestamp_formatting(self):
+        """Timestamps are UTC with milliseconds and a Z."""
+        assert format_timestamp(0.5) == "1970-01-01T00:00:00.500Z"
+        assert format_timestamp(86_400.0421) == "1970-01-02T00:00:00.042Z"
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestExceptions:
+    def test_exception_is_structured_on_one_line(self, capsys):
+        """logger.exception() gives an exception object with type, message and frames."""
+        try:
+            raise ValueError("bad value")
+        except ValueError:
+            logs.get_logger().exception("failed")
+
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1
+        line = json.loads(out)
+        assert line["level"] == "error"
+        assert line["exception"]["type"] == "ValueError"
+        assert line["exception"]["message"] == "bad value"
+        assert line["exception"]["frames"][-1]["function"] == (
+            "test_exception_is_structured_on_one_line"
+        )
+
+    def test_frame_locals_are_never_printed(self, capsys):
+        """A local variable of a failing frame does not appear in the log line."""
+        marker = "local-" + "value-" + str(id(self))
+
+        def fail(secret_local: str) -> None:
+            raise RuntimeError("no details")
+
+        try:
+            fail(marker)
+        except RuntimeError:
+            logs.get_logger().exception("failed")
+
+        assert marker not in capsys.readouterr().out
+
+    def test_chained_causes_are_kept(self, capsys):
+        """``raise ... from`` keeps the cause as a nested exception."""
+        try:
+            try:
+                raise KeyError("k")
+            except KeyError as exc:
+                raise RuntimeError("wrapped") from exc
+        except RuntimeError as exc:
+            logs.get_logger().error("failed", exc_info=exc)
+
+        [line] = _lines(capsys)
+        assert line["exception"]["cause"]["type"] == "KeyError"
+
+    def test_secret_in_exception_message_is_redacted(self, capsys):
+        """An exception message carrying a credential URL is redacted."""
+        user, password = "admin", "pw" + str(id(self))
+        try:
+            raise ConnectionError(f"cannot reach postgresql://{user}:{password}@db:5432/app")
+        except ConnectionError:
+            logs.get_logger().exception("db down")
+
+        assert password not in capsys.readouterr().out
+
+
+class TestRedaction:
+    @pytest.mark.usefixtures("json_logs")
+    def test_secret_keys_and_values_are_redacted(self, capsys):
+        """A password key and a bearer token inside a string never reach the output."""
+        token = "tok" + "x" * 20 + str(id(self))
+        logs.get_logger().info(
+            "login", password="hunter2-" + token, note=f"Authorization: Bearer {token}"
+        )
+
+        out = capsys.readouterr().out
+        assert token not in out
+        assert "[REDACTED" in out
+
+    def test_logger_obtained_before_setup_goes_through_the_pipeline(self, capsys):
+        """A module-level logger created before setup is redacted and shaped after setup."""
+        early = logs.get_logger("early")
+        _configure(KALEEM_TELEMETRY_REDACT_KEYS="merchant_secret")
+        set_redactor(Redactor(extra_keys=("merchant_secret",)))
+        early.info("configured", merchant_secret="s3cr3t-value", api_key="k" * 24)
+
+        [line] = _lines(capsys)
+        assert line["service"] == "svc"
+        assert line["merchant_secret"].startswith("[REDACTED")
+        assert line["api_key"].startswith("[REDACTED")
+
+    @pytest.mark.usefixtures("json_logs")
+    def test_callers_objects_are_not_mutated(self, capsys):
+        """Redaction works on copies: the dict the caller logged keeps its secret."""
+        payload = {"password": "p4ss-word", "nested": {"token": "t0ken-value"}}
+        logs.get_logger().info("payload", payload=payload)
+
+        assert payload == {"password": "p4ss-word", "nested": {"token": "t0ken-value"}}
+        assert "p4ss-word" not in capsys.readouterr().out
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestHostileValues:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            pytest.param({1: "int key", (1, 2): "tuple key", None: "none"}, id="non-str-keys"),
+            pytest.param(2**80, id="int-beyond-64-bits"),
+            pytest.param(-(2**70), id="negative-int-beyond-64-bits"),
+            pytest.param(math.nan, id="nan"),
+            pytest.param(math.inf, id="inf"),
+            pytest.param(_BadRepr(), id="repr-raises"),
+            pytest.param("bad \udcff surrogate", id="surrogate"),
+            pytest.param({"x": b"\xff\xfe bytes"}, id="bytes"),
+            pytest.param(object(), id="plain-object"),
+        ],
+    )
+    def test_one_valid_json_line(self, capsys, value):
+        """Values orjson cannot take still give exactly one valid JSON line."""
+        logs.get_logger().info("hostile", value=value)
+
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1
+        assert json.loads(out)["event"] == "hostile"
+
+    def test_cycles(self, capsys):
+        """A self-referencing structure gives one valid line with a cycle marker."""
+        cyclic: dict[str, Any] = {"name": "loop"}
+        cyclic["self"] = cyclic
+        items: list[Any] = [1]
+        items.append(items)
+        logs.get_logger().info("cycle", cyclic=cyclic, items=items)
+
+        out = capsys.readouterr().out
+        assert out.count("\n") == 1
+        assert json.loads(out)["event"] == "cycle"
+
+    def test_huge_value_is_truncated(self, capsys):
+        """A 10 MB value is cut, not printed whole."""
+        logs.get_logger().info("huge", blob="x" * 10_000_000)
+
+        out = capsys.readouterr().out
+        assert len(out) < MAX_VALUE_CHARS * 2
+        assert "truncated" in json.loads(out)["blob"]
+
+    def test_huge_event_name_is_truncated(self, capsys):
+        """A huge event string is cut too."""
+        logs.get_logger().info("e" * 5_000_000)
+
+        assert len(capsys.readouterr().out) < MAX_VALUE_CHARS * 2
+
+    def test_non_string_event(self, capsys):
+        """A non-string event is rendered as its string form."""
+        logs.get_logger().info(12345)
+
+        assert _lines(capsys)[0]["event"] == "12345"
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestStdlibBridge:
+    def test_library_records_come_out_in_the_same_shape(self, capsys):
+        """A stdlib record is one JSON line with level, logger and its extra keys."""
+        logging.getLogger("somelib.client").warning("retrying %s", "GET", extra={"attempt": 2})
+
+        [line] = _lines(capsys)
+        assert list(line)[:6] == LEADING_KEYS
+        assert line["event"] == "retrying GET"
+        assert line["logger"] == "somelib.client"
+        assert line["level"] == "warning"
+        assert line["attempt"] == 2
+
+    def test_stdlib_exception_is_structured(self, capsys):
+        """logging.exception() gives the same structured exception."""
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            logging.getLogger("lib").exception("division")
+
+        [line] = _lines(capsys)
+        assert line["exception"]["type"] == "ZeroDivisionError"
+
+    def test_no_duplicate_lines(self, capsys):
+        """A record is printed once even after a second configuration."""
+        _configure()
+        logging.getLogger("lib").error("once")
+
+        assert len(_lines(capsys)) == 1
+
+    def test_server_loggers_propagate_and_access_loggers_are_silenced(self, capsys):
+        """uvicorn.error reaches the pipeline; uvicorn and gunicorn access logs are silenced."""
+        logging.getLogger("uvicorn.error").info("Started server process")
+        logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET /?token=abc HTTP/1.1" 200')
+        logging.getLogger("gunicorn.access").info("GET /?token=abc")
+
+        lines = _lines(capsys)
+        assert [line["event"] for line in lines] == ["Started server process"]
+
+    def test_stdlib_records_carry_the_bound_context(self, capsys):
+        """Context bound for a request reaches library log records too."""
+        bind_context(request_id="r-5")
+        logging.getLogger("lib").info("query")
+
+        assert _lines(capsys)[0]["request_id"] == "r-5"
+
+    def test_bad_format_arguments_do_not_lose_the_record(self, capsys):
+        """A record whose %-arguments do not match is still printed."""
+        logging.getLogger("lib").error("%d items", "not-a-number")
+
+        assert "items" in _lines(capsys)[0]["event"]
+
+
+class TestFormats:
+    def test_console_format(self, capsys):
+        """The console format is human-readable, not JSON."""
+        _configure(KALEEM_TELEMETRY_LOG_FORMAT="console")
+        logs.get_logger().info("hello", answer=42)
+
+        out = capsys.readouterr().out
+        assert "hello" in out
+        assert "answer" in out
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(out)
+
+    def test_auto_is_json_when_not_a_terminal(self, capsys):
+        """With format auto and stdout not a terminal, lines are JSON."""
+        _configure(KALEEM_TELEMETRY_LOG_FORMAT="auto")
+        logs.get_logger().info("hello")
+
+        assert _lines(capsys)[0]["event"] == "hello"
+
+    def test_debug_level(self, capsys):
+        """KALEEM_TELEMETRY_LOG_LEVEL=debug lets debug events through."""
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="debug")
+        logs.get_logger().debug("shown")
+
+        assert _lines(capsys)[0]["level"] == "debug"
+
+
+class TestTaps:
+    @pytest.mark.usefixtures("json_logs")
+    def test_tap_sees_the_redacted_event_and_can_be_removed(self, capsys):
+        """A tap receives each shaped event until it is removed."""
+        seen: list[dict[str, Any]] = []
+        remove = logs.add_tap(lambda event, _exc: seen.append(dict(event)))
+        logs.get_logger().info("one", password="p4ssw0rd-x")
+        remove()
+        logs.get_logger().info("two")
+
+        assert [e["event"] for e in seen] == ["one"]
+        assert seen[0]["password"].startswith("[REDACTED")
+        assert len(_lines(capsys)) == 2
+
+    @pytest.mark.usefixtures("json_logs")
+    def test_a_failing_tap_does_not_lose_the_line(self, capsys):
+        """A tap that raises does not stop the line from being printed."""
+
+        def broken(_event: Any, _exc: Any) -> None:
+            raise RuntimeError("tap bug")
+
+        remove = logs.add_tap(broken)
+        try:
+            logs.get_logger().info("still printed")
+        finally:
+            remove()
+
+        events = [line["event"] for line in _lines(capsys)]
+        assert "still printed" in events
+
+
+def test_closed_stdout_does_not_raise(monkeypatch):
+    """Writing to a closed stdout drops the line instead of raising into the caller."""
+    _configure()
+
+    class Closed:
+        def write(self, _text: str) -> int:
+            raise ValueError("I/O operation on closed file")
+
+        def flush(self) -> None:
+            raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    logs.get_logger().info("dropped")
