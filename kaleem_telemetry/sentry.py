@@ -28,11 +28,11 @@ Added in 0.1.0.
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -90,7 +90,8 @@ _HOOKS: tuple[EventHook, ...] = ()
 _CONFIG: TelemetryConfig | None = None
 _MODE: str | None = None  # None, "dsn" (sending) or "hooks" (local only, no DSN)
 _REMOVE_TAP: Callable[[], None] | None = None
-_REPORTED: weakref.WeakSet[BaseException] = weakref.WeakSet()
+_REPORTED_ATTR = "_kaleem_sentry_reported"
+_REPORTED: collections.deque[BaseException] = collections.deque(maxlen=64)
 _REPORTED_LOCK = threading.Lock()
 
 
@@ -279,12 +280,12 @@ def reset_for_tests() -> None:
 def _init_client(config: TelemetryConfig | None, *, dsn: str | None) -> None:
     global _MODE
     import sentry_sdk
+    from sentry_sdk.consts import DEFAULT_OPTIONS
     from sentry_sdk.integrations.dedupe import DedupeIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
 
     options: dict[str, Any] = {
         "dsn": dsn,
-        "send_default_pii": False,
         # OpenTelemetry does tracing: no Sentry transactions, and no sentry-trace /
         # sentry baggage headers added to outgoing requests by Sentry's stdlib/httpx
         # integrations.
@@ -298,6 +299,10 @@ def _init_client(config: TelemetryConfig | None, *, dsn: str | None) -> None:
         # second event: our log tap (record_log) sees them through the bridge.
         "integrations": [LoggingIntegration(level=None, event_level=None), DedupeIntegration()],
     }
+    if "data_collection" not in DEFAULT_OPTIONS:
+        # sentry-sdk before data_collection: say no PII explicitly. Newer versions
+        # default to no PII and deprecate the flag (a warning we must not cause).
+        options["send_default_pii"] = False
     if config is not None:
         options["environment"] = config.effective_sentry_environment
         options["release"] = config.effective_sentry_release
@@ -420,15 +425,17 @@ def _hint_exception(hint: Mapping[str, Any] | None) -> BaseException | None:
 def _already_reported(exc: BaseException) -> bool:
     # Sentry's DedupeIntegration remembers only the last exception of one
     # context; the same exception seen by a framework integration, our
-    # middleware and the log hook in different tasks is still one event.
+    # middleware and the log hook in different tasks or threads is still one
+    # event. Built-in exceptions cannot be weak-referenced, so the mark is an
+    # attribute on the exception, with a short list for the rare ones that
+    # refuse attributes.
     with _REPORTED_LOCK:
+        if getattr(exc, _REPORTED_ATTR, False) or any(e is exc for e in _REPORTED):
+            return True
         try:
-            if exc in _REPORTED:
-                return True
-            _REPORTED.add(exc)
-        except TypeError:
-            # Not weak-referenceable: fall back to Sentry's own dedupe.
-            return False
+            setattr(exc, _REPORTED_ATTR, True)
+        except (AttributeError, TypeError):
+            _REPORTED.append(exc)
     return False
 
 

@@ -150,7 +150,7 @@ class TracingComponent:
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export the queued spans; return ``False`` if that did not finish in ``timeout`` s."""
-        processor = self._processor
+        processor = self._current()
         if processor is None or self._closed:
             return True
         millis = max(1, int(timeout * 1000))
@@ -161,13 +161,21 @@ class TracingComponent:
         if self._closed:
             return
         self._closed = True
-        processor = self._processor
+        processor = self._current()
         if processor is None:
             return
         router = _ROUTER
-        if router is not None:
-            router.detach_export(processor)
+        if router is not None and self._processor is not None:
+            router.detach_export(self._processor)
         run_bounded(processor.shutdown, timeout)
+
+    def _current(self) -> SpanProcessor | None:
+        # After os.fork() the router rebuilds the export processor in the child;
+        # flush and shut down that one, not the inherited one.
+        router = _ROUTER
+        if router is None or self._processor is None:
+            return self._processor
+        return router.export_for(self._processor)
 
 
 def configure_tracing(config: TelemetryConfig) -> TracingComponent | None:
@@ -506,6 +514,7 @@ class _SpanRouter(SpanProcessor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._export: SpanProcessor | None = None
+        self._owner: SpanProcessor | None = None
         self._factory: Callable[[], SpanProcessor | None] | None = None
         self._extra: tuple[SpanProcessor, ...] = ()
         self._forked = False
@@ -528,14 +537,20 @@ class _SpanRouter(SpanProcessor):
     ) -> SpanProcessor | None:
         with self._lock:
             old, self._export, self._factory = self._export, processor, factory
+            self._owner = processor
             self._forked = False
         return old
 
+    def export_for(self, processor: SpanProcessor) -> SpanProcessor | None:
+        with self._lock:
+            if processor is self._owner:
+                return self._export
+        return processor
+
     def detach_export(self, processor: SpanProcessor) -> None:
         with self._lock:
-            if self._export is processor:
-                self._export = None
-                self._factory = None
+            if self._owner is processor:
+                self._export = self._owner = self._factory = None
 
     def add(self, processor: SpanProcessor) -> None:
         with self._lock:
@@ -548,7 +563,7 @@ class _SpanRouter(SpanProcessor):
     def clear(self) -> list[SpanProcessor]:
         with self._lock:
             old = [p for p in (self._export, *self._extra) if p is not None]
-            self._export, self._factory, self._extra = None, None, ()
+            self._export, self._owner, self._factory, self._extra = None, None, None, ()
         return old
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:

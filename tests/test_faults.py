@@ -1,0 +1,117 @@
+"""Backend failures: the application must not notice a dead, black-holed or slow backend.
+
+Every test prints one ``FAULT-RATIO`` or ``FAULT-SENTRY`` line (run with ``-s`` to see
+them): the time of 1,000 instrumented operations against the faulty peer as a ratio to
+the same run against a healthy peer in the same process, the slowest single operation,
+and how long ``shutdown()`` took. The asserts are deliberately loose (a blocking exporter
+shows up as whole seconds); the printed figures are what the release notes quote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from kaleem_telemetry import context, sentry, tracing
+from kaleem_telemetry.config import TelemetryConfig
+from kaleem_telemetry.decorators import instrument
+from tests.receivers import Mode, OTLPReceiver, SentryIngest
+
+OPS = 1000
+SHUTDOWN_TIMEOUT = 2.0
+
+
+@instrument
+def _operation(i: int) -> int:
+    """Stand for one instrumented request-path operation."""
+    return i * 2
+
+
+def _run(op: Callable[[int], object], n: int = OPS) -> tuple[float, float]:
+    worst = 0.0
+    start = time.perf_counter()
+    with context.telemetry_context(merchant_id="m-1", request_id="r-1"):
+        for i in range(n):
+            began = time.perf_counter()
+            op(i)
+            worst = max(worst, time.perf_counter() - began)
+    return time.perf_counter() - start, worst
+
+
+def _tracing_run(protocol: str, mode: Mode) -> tuple[float, float, float]:
+    with OTLPReceiver(protocol, mode=mode, delay=0.5) as receiver:
+        cfg = TelemetryConfig.from_env(environ=receiver.env())
+        component = tracing.configure_tracing(cfg)
+        assert component is not None
+        _run(_operation, 100)  # warm-up: metric children, first export
+        total, worst = _run(_operation)
+        began = time.monotonic()
+        component.shutdown(SHUTDOWN_TIMEOUT)
+        shutdown = time.monotonic() - began
+    tracing.reset_for_tests()
+    return total, worst, shutdown
+
+
+class TestCollectorFaults:
+    @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+    @pytest.mark.parametrize("mode", ["closed", "blackhole", "slow"])
+    def test_faulty_collector_does_not_slow_the_application(
+        self, protocol: str, mode: Mode
+    ) -> None:
+        """A dead, black-holed or slow collector neither raises, blocks nor stalls shutdown."""
+        healthy, _, healthy_shutdown = _tracing_run(protocol, "healthy")
+        faulty, worst, shutdown = _tracing_run(protocol, mode)
+        ratio = faulty / healthy
+        print(
+            f"\nFAULT-RATIO protocol={protocol} mode={mode} ops={OPS} "
+            f"healthy={healthy * 1e3:.1f}ms faulty={faulty * 1e3:.1f}ms ratio={ratio:.2f} "
+            f"worst_op={worst * 1e3:.2f}ms shutdown={shutdown:.2f}s "
+            f"healthy_shutdown={healthy_shutdown:.2f}s timeout={SHUTDOWN_TIMEOUT}s"
+        )
+
+        assert worst < 1.0
+        assert ratio < 5.0
+        assert shutdown < SHUTDOWN_TIMEOUT + 2.0
+
+
+def _sentry_run(mode: Mode) -> tuple[float, float, float]:
+    with SentryIngest(mode=mode, delay=0.5) as ingest:
+        cfg = TelemetryConfig.from_env(
+            environ={"SENTRY_DSN": ingest.dsn, "OTEL_TRACES_EXPORTER": "none"}
+        )
+        component = sentry.configure_sentry(cfg)
+        assert component is not None
+
+        def fail(i: int) -> None:
+            try:
+                raise ValueError(f"failure {i}")
+            except ValueError as exc:
+                sentry.capture_exception(exc)
+
+        _run(fail, 10)
+        total, worst = _run(fail, 200)
+        began = time.monotonic()
+        component.shutdown(SHUTDOWN_TIMEOUT)
+        shutdown = time.monotonic() - began
+    sentry.reset_for_tests()
+    return total, worst, shutdown
+
+
+class TestSentryFaults:
+    @pytest.mark.parametrize("mode", ["blackhole", "closed", "slow"])
+    def test_faulty_sentry_host_does_not_slow_the_application(self, mode: Mode) -> None:
+        """A black-holed, dead or slow Sentry host neither blocks captures nor shutdown."""
+        healthy, _, _ = _sentry_run("healthy")
+        faulty, worst, shutdown = _sentry_run(mode)
+        ratio = faulty / healthy
+        print(
+            f"\nFAULT-SENTRY mode={mode} captures=200 healthy={healthy * 1e3:.1f}ms "
+            f"faulty={faulty * 1e3:.1f}ms ratio={ratio:.2f} worst_capture={worst * 1e3:.2f}ms "
+            f"shutdown={shutdown:.2f}s timeout={SHUTDOWN_TIMEOUT}s"
+        )
+
+        assert worst < 1.0
+        assert ratio < 5.0
+        assert shutdown < SHUTDOWN_TIMEOUT + 2.0

@@ -1,0 +1,287 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import propagate
+
+from kaleem_telemetry import context, sentry, tracing
+from kaleem_telemetry.config import TelemetryConfig
+from tests.receivers import SentryIngest
+
+
+@pytest.fixture(name="ingest")
+def _ingest() -> Iterator[SentryIngest]:
+    with SentryIngest() as ingest:
+        yield ingest
+
+
+def _configure(ingest: SentryIngest, **env: str) -> sentry.SentryComponent:
+    cfg = TelemetryConfig.from_env(
+        environ={"SENTRY_DSN": ingest.dsn, "OTEL_TRACES_EXPORTER": "none", **env}
+    )
+    tracing.configure_tracing(cfg)
+    component = sentry.configure_sentry(cfg)
+    assert component is not None
+    return component
+
+
+def _raise(message: str = "boom") -> ValueError:
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        return exc
+
+
+class TestConfigure:
+    def test_off_without_dsn(self) -> None:
+        """Without SENTRY_DSN nothing is configured and capture_exception is a no-op."""
+        component = sentry.configure_sentry(TelemetryConfig.from_env(environ={}))
+
+        assert component is None
+        assert sentry.capture_exception(_raise()) is None
+
+    def test_sentry_tracing_stays_off_and_w3c_propagation_stays(self, ingest: SentryIngest) -> None:
+        """Sentry gets no traces sample rate and the W3C propagator stays global."""
+        import sentry_sdk
+
+        _configure(ingest)
+
+        assert sentry_sdk.get_client().options["traces_sample_rate"] is None
+        assert sentry_sdk.get_client().should_send_default_pii() is False
+        assert "traceparent" in propagate.get_global_textmap().fields
+        assert "sentry-trace" not in propagate.get_global_textmap().fields
+
+
+class TestEvents:
+    def test_event_carries_context_trace_and_release(self, ingest: SentryIngest) -> None:
+        """An event has the service/merchant/request/route/trace tags, user id, trace context."""
+        component = _configure(
+            ingest,
+            OTEL_SERVICE_NAME="kaleem-api",
+            KALEEM_TELEMETRY_ENVIRONMENT="staging",
+            KALEEM_TELEMETRY_VERSION="2.0.0",
+        )
+        with (
+            context.telemetry_context(
+                merchant_id="m-1", request_id="r-1", user_id="u-1", route="/items/{id}"
+            ),
+            tracing.get_tracer().start_as_current_span("op") as span,
+        ):
+            event_id = sentry.capture_exception(_raise(), job="sync")
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            span_id = format(span.get_span_context().span_id, "016x")
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+
+        assert event["event_id"] == event_id
+        assert event["environment"] == "staging"
+        assert event["release"] == "2.0.0"
+        assert event["tags"]["service"] == "kaleem-api"
+        assert event["tags"]["merchant_id"] == "m-1"
+        assert event["tags"]["request_id"] == "r-1"
+        assert event["tags"]["route"] == "/items/{id}"
+        assert event["tags"]["job"] == "sync"
+        assert event["tags"]["trace_id"] == trace_id
+        assert event["contexts"]["trace"]["trace_id"] == trace_id
+        assert event["contexts"]["trace"]["span_id"] == span_id
+        assert event["user"] == {"id": "u-1"}
+
+    def test_no_transactions_are_sent(self, ingest: SentryIngest) -> None:
+        """Spans never turn into Sentry transactions."""
+        component = _configure(ingest)
+        with tracing.get_tracer().start_as_current_span("op"):
+            sentry.capture_exception(_raise())
+        component.force_flush(5)
+        ingest.wait_for_events(1)
+        types = [h.get("type") for _e, items in ingest.envelopes for h, _p in items]
+
+        assert "transaction" not in types
+
+    def test_exception_caught_after_its_span_keeps_the_trace(self, ingest: SentryIngest) -> None:
+        """An exception captured after its span ended still carries that span's trace."""
+        from kaleem_telemetry.decorators import instrument
+
+        @instrument
+        def failing() -> None:
+            raise KeyError("x")
+
+        component = _configure(ingest)
+        try:
+            failing()
+        except KeyError as exc:
+            remembered = tracing.remembered_span_context(exc)
+            sentry.capture_exception(exc)
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+
+        assert remembered is not None
+        assert event["contexts"]["trace"]["trace_id"] == format(remembered.trace_id, "032x")
+
+
+class TestRedaction:
+    def test_request_extra_breadcrumbs_and_locals_are_redacted(self, ingest: SentryIngest) -> None:
+        """Secrets in request data, headers, cookies, query, extra, breadcrumbs, locals vanish."""
+        import sentry_sdk
+
+        component = _configure(ingest)
+        token = "tok" + "e" * 20
+        password = "p-" + "s" * 12
+        sentry_sdk.add_breadcrumb(message=f"auth Bearer {token}", data={"password": password})
+
+        def handler() -> None:
+            api_key = token  # noqa: F841 - a frame local the event must not carry.
+            raise RuntimeError("failed")
+
+        try:
+            handler()
+        except RuntimeError as exc:
+            with sentry_sdk.new_scope() as scope:
+                scope.set_extra("session_id", token)
+                scope.add_event_processor(_with_request(token))
+                sentry_sdk.capture_exception(exc)
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+        text = json.dumps(event)
+
+        assert token not in text
+        assert password not in text
+        assert event["request"]["data"]["username"] == "alice"
+
+    def test_hook_sees_the_redacted_event(self, ingest: SentryIngest) -> None:
+        """Event hooks receive the final event, after redaction."""
+        seen: list[dict[str, Any]] = []
+        remove = sentry.add_event_hook(seen.append)
+        component = _configure(ingest)
+        sentry.capture_exception(_raise("Bearer " + "z" * 30))
+        component.force_flush(5)
+        remove()
+
+        assert len(seen) == 1
+        assert "z" * 30 not in json.dumps(seen[0])
+
+
+def _with_request(token: str) -> Any:
+    def processor(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
+        event["request"] = {
+            "url": f"https://user:{token}@api.example/pay",
+            "query_string": f"access_token={token}&page=2",
+            "headers": {"Authorization": f"Bearer {token}", "Accept": "json"},
+            "cookies": {"sessionid": token},
+            "data": {"username": "alice", "password": token},
+        }
+        return event
+
+    return processor
+
+
+class TestDeduplication:
+    def test_one_exception_seen_by_many_reporters_is_one_event(self, ingest: SentryIngest) -> None:
+        """Our capture, the log hook and sentry_sdk itself report one exception once."""
+        import sentry_sdk
+
+        component = _configure(ingest)
+        exc = _raise()
+        sentry.capture_exception(exc)
+        sentry.record_log({"event": "failed", "level": "error", "logger": "app"}, exc)
+        sentry_sdk.capture_exception(exc)
+        thread = threading.Thread(target=sentry.capture_exception, args=(exc,))
+        thread.start()
+        thread.join()
+        component.force_flush(5)
+        ingest.wait_for_events(2, timeout=1)
+
+        assert len(ingest.events) == 1
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+    def test_unhandled_exception_in_a_thread_is_one_event(self, ingest: SentryIngest) -> None:
+        """An exception captured by our code and then unhandled in its thread is one event."""
+        component = _configure(ingest)
+
+        def work() -> None:
+            try:
+                raise LookupError("unhandled")
+            except LookupError as exc:
+                sentry.capture_exception(exc)
+                raise
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        component.force_flush(5)
+        ingest.wait_for_events(2, timeout=1)
+
+        assert len(ingest.events) == 1
+
+
+class TestLogs:
+    def test_error_log_with_exception_becomes_an_event(self, ingest: SentryIngest) -> None:
+        """An error log that carries exc_info is sent as an event with the log message."""
+        component = _configure(ingest)
+        sentry.record_log(
+            {"event": "charge failed", "level": "error", "logger": "pay", "order": 7}, _raise()
+        )
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+
+        assert event["logentry"]["message"] == "charge failed"
+        assert event["logger"] == "pay"
+        assert event["extra"]["order"] == 7
+
+    def test_error_logs_become_breadcrumbs_of_the_next_event(self, ingest: SentryIngest) -> None:
+        """Error logs without an exception are breadcrumbs on the next event."""
+        component = _configure(ingest)
+        sentry.record_log({"event": "retrying", "level": "error", "logger": "pay"}, None)
+        sentry.capture_exception(_raise())
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+        messages = [c.get("message") for c in event["breadcrumbs"]["values"]]
+
+        assert "retrying" in messages
+
+    def test_log_events_can_be_turned_off(self, ingest: SentryIngest) -> None:
+        """KALEEM_TELEMETRY_SENTRY_LOG_EVENTS=false keeps error logs as breadcrumbs only."""
+        component = _configure(ingest, KALEEM_TELEMETRY_SENTRY_LOG_EVENTS="false")
+        sentry.record_log({"event": "x", "level": "error", "logger": "pay"}, _raise())
+        component.force_flush(5)
+
+        assert ingest.wait_for_events(1, timeout=0.5) == []
+
+    def test_log_pipeline_feeds_sentry(self, ingest: SentryIngest) -> None:
+        """A structlog error with an exception reaches Sentry through the log tap."""
+        from kaleem_telemetry import logs
+
+        component = _configure(ingest)
+        try:
+            raise ValueError("from the log")
+        except ValueError:
+            logs.get_logger("pay").exception("payment failed")
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+
+        assert event["logentry"]["message"] == "payment failed"
+
+
+class TestHooks:
+    def test_hooks_work_without_a_dsn(self) -> None:
+        """With no DSN a hook still gets the event that would have been sent."""
+        seen: list[dict[str, Any]] = []
+        remove = sentry.add_event_hook(seen.append)
+        with context.telemetry_context(merchant_id="m-5"):
+            event_id = sentry.capture_exception(_raise())
+        remove()
+
+        assert event_id is not None
+        assert seen[0]["tags"]["merchant_id"] == "m-5"
+        assert sentry.capture_exception(_raise()) is None
+
+    def test_shutdown_is_idempotent(self, ingest: SentryIngest) -> None:
+        """A second shutdown does nothing."""
+        component = _configure(ingest)
+        component.shutdown(1)
+        component.shutdown(1)
+
+        assert not sentry.is_enabled()
