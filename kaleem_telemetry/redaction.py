@@ -1,0 +1,1243 @@
+"""One redaction policy for every sink: log events, Sentry events and span attributes.
+
+The same `Redactor` runs in the log pipeline, as Sentry's ``before_send`` and on
+span attributes (query strings, headers, ``@instrument`` attributes), so a
+secret that is hidden in one place is hidden everywhere (DESIGN.md §6).
+
+It hides two kinds of things:
+
+* **Values under secret keys**, at any depth of mappings, lists, tuples, sets,
+  dataclasses and JSON documents held in strings.
+  Keys are compared case- and separator-insensitively: ``Password``,
+  ``user-password``, ``API_KEY``, ``x-api-key``, ``accessToken``, ``access.token``
+  and ``HTTP_AUTHORIZATION`` are all secret keys, while ``token_count``,
+  ``max_tokens``, ``author``, ``authority`` and ``passenger`` are not.
+  The rules are listed (and commented) in ``_SECRET_KEYS``, ``_SECRET_SUFFIXES``
+  and ``_SECRET_PREFIXES`` below; ``extra_keys`` adds your own.
+* **Values that look like secrets**, anywhere inside any string: JWTs,
+  ``Bearer``/``Basic`` credentials, the password in ``scheme://user:pass@host``,
+  payment card numbers that pass the Luhn check, well-known API key formats
+  (AWS, Stripe, GitHub, GitLab, Slack, Google, OpenAI, SendGrid, Twilio, npm,
+  PyPI), PEM private key blocks, ``key=value`` and ``"key": "value"`` pairs whose
+  key is secret, and (opt-in) e-mail addresses.
+
+A hidden value becomes ``"[REDACTED]"``; a pattern hit says what it was, as in
+``"[REDACTED:jwt]"``. The marker never contains any part of the secret.
+
+Guarantees:
+
+* **Copy-on-write.** The caller's objects are never mutated; a value with
+  nothing to hide is returned as the very same object, so the common case
+  allocates nothing.
+* **Never raises.** A hostile object (its ``__iter__``, ``__hash__`` or
+  ``__eq__`` raises), a non-str key, bytes, lone surrogates: the worst outcome is
+  that the unreadable part is replaced by ``"[REDACTED:error]"`` (it fails
+  closed) and one rate-limited warning is logged.
+* **Bounded cost.** Containers nested deeper than ``max_depth`` become
+  ``"[TRUNCATED:depth]"``, a container is cut after ``max_items`` entries, a
+  cycle becomes ``"[CYCLE]"``, a string longer than ``max_string`` is cut (and
+  marked) before it is scanned, and one call visits at most ``_ITEM_BUDGET``
+  container entries and scans at most ``_CHAR_BUDGET`` characters.
+  Every pattern scan is linear in the length of the string.
+
+Typical use::
+
+    from kaleem_telemetry.redaction import redact, redact_url
+
+    redact({"user": "bob", "password": "hunter2", "note": "Bearer abc.def.ghi"})
+    # {'user': 'bob', 'password': '[REDACTED]', 'note': 'Bearer [REDACTED:bearer]'}
+    redact_url("https://bob:hunter2@example.com/cb?code=42&access_token=xyz")
+    # 'https://bob:[REDACTED]@example.com/cb?code=42&access_token=[REDACTED]'
+
+`setup_telemetry()` installs the process-wide redactor (with
+``KALEEM_TELEMETRY_REDACT_KEYS`` and ``KALEEM_TELEMETRY_REDACT_EMAILS``) through
+`set_redactor()`; until then `get_redactor()` returns the default policy.
+
+Added in 0.1.0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import itertools
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
+from urllib.parse import quote, unquote_plus
+
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.exceptions import TelemetryConfigError
+
+__all__ = [
+    "REDACTED",
+    "Redactor",
+    "get_redactor",
+    "redact",
+    "redact_attributes",
+    "set_redactor",
+]
+
+#: What a hidden value is replaced with (a pattern hit appends its kind: ``[REDACTED:jwt]``).
+REDACTED = "[REDACTED]"
+
+_CYCLE = "[CYCLE]"
+_TRUNCATED_DEPTH = "[TRUNCATED:depth]"
+_TRUNCATED_BUDGET = "[TRUNCATED:budget]"
+_UNREADABLE = "[REDACTED:error]"
+
+_DEFAULT_MAX_DEPTH = 16
+_DEFAULT_MAX_ITEMS = 1000
+_DEFAULT_MAX_STRING = 64 * 1024
+
+# Whole-call budgets, so that max_items ** max_depth can never be reached: past
+# them, containers and strings are replaced by _TRUNCATED_BUDGET (failing closed).
+_ITEM_BUDGET = 100_000
+_CHAR_BUDGET = 8 * 1024 * 1024
+
+# Key normalisation cache size: keys are a small, repetitive vocabulary in practice.
+_KEY_CACHE_SIZE = 4096
+
+# --------------------------------------------------------------------------- keys
+#
+# A key is normalised by lower-casing it and deleting "-", "_", "." and spaces, so
+# "X-Api-Key", "x_api_key", "xApiKey" and "HTTP_X_API_KEY" compare alike. It is a
+# secret key when its normalised form is in _SECRET_KEYS, ends with one of
+# _SECRET_SUFFIXES or starts with one of _SECRET_PREFIXES. Short, ambiguous words
+# ("pass", "pan", "cc", "auth", "session") are exact-only, which is what keeps
+# "passenger", "compass", "company", "author" and "authority" readable. "token" is a
+# suffix but not a prefix and "tokens" is not a suffix, so "token_count",
+# "tokens_used" and "max_tokens" stay readable too.
+
+_SECRET_KEYS = frozenset(
+    {
+        # passwords
+        "pass",
+        "passwd",
+        "password",
+        "passwords",
+        "pwd",
+        "dbpwd",
+        "mysqlpwd",
+        # generic secrets and credentials
+        "secret",
+        "secrets",
+        "credential",
+        "credentials",
+        # authentication
+        "auth",
+        "basicauth",
+        "httpauth",
+        "proxyauth",
+        "bearer",
+        "jwt",
+        # sessions and CSRF
+        "session",
+        "sid",
+        "phpsessid",
+        "connectsid",
+        "csrf",
+        "xsrf",
+        # cookies
+        "cookie",
+        "cookies",
+        # payment cards
+        "cc",
+        "ccnum",
+        "ccnumber",
+        "cardnum",
+        "cardno",
+        "creditcard",
+        "pan",
+        "cvv",
+        "cvv2",
+        "cvc",
+        "cvc2",
+        "ccv",
+        # bank accounts, national ids
+        "iban",
+        "ssn",
+        "socialsecuritynumber",
+        # one-time passwords
+        "otp",
+        "totp",
+        "hotp",
+        "mfacode",
+        "twofactorcode",
+    }
+)
+
+_SECRET_SUFFIXES = (
+    "password",  # user_password, db-password, PGPASSWORD
+    "passwd",
+    "passphrase",
+    "secret",  # client_secret, webhook_secret, AWS_SECRET
+    "token",  # access/refresh/id/api/auth/bearer/session/csrf token, X-Auth-Token
+    "apikey",  # api_key, x-api-key, stripe_api_key
+    "privatekey",  # private_key, ssh_private_key
+    "secretkey",
+    "accesskey",  # aws_secret_access_key (the access key *id* is not secret)
+    "signingkey",
+    "encryptionkey",
+    "masterkey",
+    "sessionkey",
+    "authkey",
+    "authorization",  # Authorization, Proxy-Authorization, HTTP_AUTHORIZATION
+    "cookie",  # Cookie, Set-Cookie, session_cookie
+    "sessionid",  # sessionid, JSESSIONID
+    "csrf",
+    "xsrf",
+    "credentials",
+    "cardnumber",  # card_number, credit_card_number
+    "securitycode",  # card security code
+    "cvv",
+    "cvc",
+    "iban",
+    "ssn",
+    "otp",  # sms_otp, email-otp
+    "jwt",
+)
+
+_SECRET_PREFIXES = (
+    "password",  # password_hash, password_confirmation
+    "passwd",
+    "apikey",
+    "privatekey",
+    "secretkey",
+    "clientsecret",
+    "cardnumber",
+)
+
+_KEY_SEPARATORS = str.maketrans("", "", "-_. ")
+
+# Span attributes whose string value is a whole URL or a query string.
+_URL_ATTRIBUTES = frozenset({"url.full", "http.url", "url.original", "http.target"})
+_QUERY_ATTRIBUTES = frozenset({"url.query"})
+
+# ----------------------------------------------------------------------- patterns
+#
+# Every branch of the combined pattern starts with a literal character *outside*
+# its capturing group, which lets the regex engine skip ahead with a first-character
+# set instead of trying every branch at every position (about 5x faster on plain
+# text). Each branch has exactly one capturing group, so `match.lastindex` names the
+# branch. Unbounded repeats either end the branch (a failing attempt stops within
+# the minimum length) or sit behind a "token starts here" look-behind, which keeps
+# each scan linear. Lookups that Python does better (Luhn, base64, the key before a
+# "=") happen in `Redactor._scan`.
+
+_CARD_BRANCHES = tuple(
+    ("card", rf"{d}((?<![0-9]{d})(?:[ -]?[0-9]){{12,18}}(?![0-9]))") for d in "0123456789"
+)
+_KV_LOOKBEHIND = r"(?:(?<=[A-Za-z_\"' \t\]]{sep})|(?<=[A-Za-z][0-9]{sep}))"
+
+_BRANCHES: tuple[tuple[str, str], ...] = (
+    # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED ...). A block that is cut before
+    # its END line is hidden up to the cap rather than left half visible.
+    (
+        "private_key",
+        r"-(----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----"
+        r"(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|[\s\S]{0,16384}))",
+    ),
+    # scheme://user:password@ (the password may contain "@"; "/" ends the authority).
+    ("url_password", r":((?<=[A-Za-z0-9+.-]:)//[^\s/?#@:]{0,256}:[^\s/?#]{1,256}@)"),
+    # JWT / JWS: base64url header starting with '{"' (eyJ), payload, signature.
+    (
+        "jwt",
+        r"e((?<![A-Za-z0-9_-]e)yJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*)",
+    ),
+    # "Bearer <token>" and "Basic <base64>", any case; Basic is checked in Python.
+    ("auth", r"B((?<![A-Za-z0-9]B)(?i:earer|asic)[ \t]+[A-Za-z0-9._~+/=-]{6,})"),
+    ("auth", r"b((?<![A-Za-z0-9]b)(?i:earer|asic)[ \t]+[A-Za-z0-9._~+/=-]{6,})"),
+    # AWS access key ids (long-term AKIA, temporary ASIA).
+    ("aws_access_key", r"A((?:KIA|SIA)[A-Z0-9]{16})"),
+    # Google API keys.
+    ("google_api_key", r"A(Iza[0-9A-Za-z_-]{35})"),
+    # Stripe secret, restricted and publishable keys, webhook signing secrets.
+    ("stripe_key", r"s(k_(?:live|test)_[0-9A-Za-z]{10,})"),
+    ("stripe_key", r"r(k_(?:live|test)_[0-9A-Za-z]{10,})"),
+    ("stripe_key", r"p(k_(?:live|test)_[0-9A-Za-z]{10,})"),
+    ("stripe_key", r"w(hsec_[0-9A-Za-z]{20,})"),
+    # GitHub personal/OAuth/user/server/refresh tokens and fine-grained PATs.
+    ("github_token", r"g(h[pousr]_[0-9A-Za-z]{20,})"),
+    ("github_token", r"g(ithub_pat_[0-9A-Za-z_]{20,})"),
+    # GitLab personal access tokens.
+    ("gitlab_token", r"g(lpat-[0-9A-Za-z_-]{20,})"),
+    # Slack bot/user/app/refresh tokens.
+    ("slack_token", r"x(ox[abprse]-[0-9A-Za-z-]{10,})"),
+    # OpenAI (and Anthropic "sk-ant-") keys; the look-behind spares "risk-assessment-...".
+    ("openai_key", r"s((?<![A-Za-z0-9_-]s)k-[0-9A-Za-z_-]{20,})"),
+    # SendGrid API keys.
+    ("sendgrid_key", r"S((?<![A-Za-z0-9_-]S)G\.[0-9A-Za-z_-]{16,}\.[0-9A-Za-z_-]{16,})"),
+    # Twilio API key SIDs (SK + 32 hex).
+    ("twilio_key", r"S((?<![A-Za-z0-9]S)K[0-9a-fA-F]{32}(?![0-9A-Za-z]))"),
+    # npm access tokens.
+    ("npm_token", r"n(pm_[0-9A-Za-z]{36})"),
+    # PyPI API tokens (a macaroon whose first bytes always encode "pypi.org").
+    ("pypi_token", r"p(ypi-AgEIcHlwaS5vcmc[0-9A-Za-z_-]{50,})"),
+    # 13-19 digits, optionally grouped by single spaces or dashes; Luhn checked in Python.
+    *_CARD_BRANCHES,
+)
+
+# E-mail addresses (opt-in): the branch anchors on "@"; the local part is found
+# by looking back in Python, which keeps the scan linear.
+_EMAIL_BRANCH = (
+    "email",
+    r"@([A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}(?![A-Za-z0-9-]))",
+)
+
+# "key=value" and "key: value" separators, looked at only when the character before
+# them can end a key; the key and the value are parsed in Python, and only when the
+# key is secret is the value consumed.
+_KV_BRANCHES = (
+    ("kv", "=(" + _KV_LOOKBEHIND.format(sep="=") + ")"),
+    ("kv", ":(?!//)(" + _KV_LOOKBEHIND.format(sep=":") + ")"),
+)
+
+# The key before a separator, matched on the *reversed* text before it.
+_KEY_BEHIND = re.compile(r"[ \t]*(?:[\"'](?:\\{1,2})?|\])?([A-Za-z0-9_.-]{1,64})")
+# The value after the separator of a secret key.
+_KV_VALUE = re.compile(
+    r"""[ \t]*(?:
+        "(?:[^"\\\n]|\\.){0,4096}"                      # a JSON string
+      | \\"[^"\n]{0,4096}?\\"                           # an escaped JSON string in a string
+      | '[^'\n]{0,4096}'                                # a quoted string
+      | (?P<prefix>\\?["']?(?:(?i:bearer|basic|digest|token|negotiate|apikey)[ \t]+)?)
+        [^\s&,;"'<>]{1,4096}                            # a bare word, maybe "Bearer <token>"
+    )""",
+    re.VERBOSE,
+)
+# The value of a header-style "Cookie: ..." or "Authorization: ..." runs to the end of the line.
+_KV_LINE_VALUE = re.compile(r"[ \t]*[^\r\n]{1,4096}")
+_LINE_KEYS = ("cookie", "authorization")
+# The local part of an e-mail address, matched on the reversed text before "@".
+_EMAIL_LOCAL_BEHIND = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+# A trailing run of non-space characters (reversed), dropped when a long string is cut.
+_PARTIAL_TOKEN = re.compile(r"\S{0,1024}")
+_DIGIT_GROUP = re.compile(r"[0-9]+")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+
+
+def _compile(branches: Iterable[tuple[str, str]]) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """Compile branches into one pattern and the kind of each capturing group.
+
+    Branches that start with the same literal are folded under it (``s(?:k_...|k-...)``),
+    so that at a candidate position the engine tests each first character once.
+    Branches with different first characters cannot match at the same position,
+    and the order among branches sharing one is kept, so priority is unchanged.
+    """
+    folded: dict[str, list[tuple[str, str]]] = {}
+    for kind, source in branches:
+        folded.setdefault(source[0], []).append((kind, source[1:]))
+    parts, kinds = [], [""]
+    for first, rests in folded.items():
+        alternatives = "|".join(rest for _, rest in rests)
+        parts.append(re.escape(first) + (f"(?:{alternatives})" if len(rests) > 1 else alternatives))
+        kinds.extend(kind for kind, _ in rests)
+    return re.compile("|".join(parts)), tuple(kinds)
+
+
+_PATTERN, _KINDS = _compile((*_BRANCHES, *_KV_BRANCHES))
+_PATTERN_EMAIL, _KINDS_EMAIL = _compile((*_BRANCHES, _EMAIL_BRANCH, *_KV_BRANCHES))
+
+# Values that can never hold a secret worth hiding and are returned unchanged.
+_ATOMIC: frozenset[type] = frozenset({int, float, bool, type(None), complex})
+
+
+class _Budget:
+    """The per-call limits on work: container entries, characters, and the path."""
+
+    __slots__ = ("chars", "items", "seen")
+
+    def __init__(self) -> None:
+        self.items = _ITEM_BUDGET
+        self.chars = _CHAR_BUDGET
+        self.seen: set[int] = set()
+
+
+_ContainerWalk = Callable[[Any, int, _Budget], Any]
+
+
+class Redactor:
+    """Hide secrets in any value before it leaves the process.
+
+    One instance is one policy; it is immutable and safe to share between
+    threads. The process-wide instance is reached through `get_redactor()`.
+
+    Args:
+        extra_keys: More secret key names, compared like the built-in ones
+            (case- and separator-insensitive, exact match). A leading or trailing
+            ``*`` turns a name into a suffix or prefix rule (``"*pin"`` hides
+            ``card_pin`` and ``PIN``; ``"merchant_secret*"`` hides
+            ``merchant_secret_v2``). A single string is read as a comma-separated
+            list, like ``KALEEM_TELEMETRY_REDACT_KEYS``.
+        mask_emails: Also replace e-mail addresses in strings with
+            ``[REDACTED:email]`` (off by default: addresses are often what you
+            need to debug, and they are personal data rather than credentials).
+        max_depth: Containers nested deeper than this become ``[TRUNCATED:depth]``.
+        max_items: A container keeps its first ``max_items`` entries; the rest is
+            summarised by a ``[TRUNCATED:N items]`` marker.
+        max_string: A string (or bytes) value longer than this is cut, without
+            leaving half a token at the cut, and ends with ``[TRUNCATED:N chars]``.
+
+    Raises:
+        TelemetryConfigError: A limit is not a positive integer.
+
+    Example:
+        >>> r = Redactor(extra_keys=["merchant_pin"])
+        >>> r.redact({"merchant-PIN": 1234, "max_tokens": 10})
+        {'merchant-PIN': '[REDACTED]', 'max_tokens': 10}
+    """
+
+    __slots__ = (
+        "_exact",
+        "_extra_keys",
+        "_infixes",
+        "_key_cache",
+        "_kinds",
+        "_mask_emails",
+        "_max_depth",
+        "_max_items",
+        "_max_string",
+        "_pattern",
+        "_prefixes",
+        "_suffixes",
+    )
+
+    def __init__(
+        self,
+        *,
+        extra_keys: Iterable[str] = (),
+        mask_emails: bool = False,
+        max_depth: int = _DEFAULT_MAX_DEPTH,
+        max_items: int = _DEFAULT_MAX_ITEMS,
+        max_string: int = _DEFAULT_MAX_STRING,
+    ) -> None:
+        for name, limit in (
+            ("max_depth", max_depth),
+            ("max_items", max_items),
+            ("max_string", max_string),
+        ):
+            if type(limit) is not int or limit < 1:
+                msg = f"Redactor {name} must be a positive integer, got {limit!r}."
+                raise TelemetryConfigError(msg)
+        if isinstance(extra_keys, str):
+            extra_keys = extra_keys.split(",")
+        extras = tuple(k.strip() for k in extra_keys if isinstance(k, str) and k.strip())
+        exact, suffixes, prefixes, infixes = set(_SECRET_KEYS), [], [], []
+        for raw in extras:
+            norm = _normalise(raw.strip("*"))
+            if not norm:
+                continue
+            if raw.startswith("*") and raw.endswith("*"):
+                infixes.append(norm)
+            elif raw.startswith("*"):
+                suffixes.append(norm)
+            elif raw.endswith("*"):
+                prefixes.append(norm)
+            else:
+                exact.add(norm)
+        self._extra_keys = extras
+        self._exact = frozenset(exact)
+        self._suffixes = _SECRET_SUFFIXES + tuple(suffixes)
+        self._prefixes = _SECRET_PREFIXES + tuple(prefixes)
+        self._infixes = tuple(infixes)
+        self._mask_emails = bool(mask_emails)
+        self._max_depth = max_depth
+        self._max_items = max_items
+        self._max_string = max_string
+        self._pattern, self._kinds = (
+            (_PATTERN_EMAIL, _KINDS_EMAIL) if self._mask_emails else (_PATTERN, _KINDS)
+        )
+        self._key_cache: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"Redactor(extra_keys={self._extra_keys!r}, mask_emails={self._mask_emails!r}, "
+            f"max_depth={self._max_depth!r}, max_items={self._max_items!r}, "
+            f"max_string={self._max_string!r})"
+        )
+
+    @property
+    def extra_keys(self) -> tuple[str, ...]:
+        """The extra secret key names this redactor was built with, as given."""
+        return self._extra_keys
+
+    @property
+    def mask_emails(self) -> bool:
+        """Whether e-mail addresses are masked."""
+        return self._mask_emails
+
+    @property
+    def max_depth(self) -> int:
+        """The deepest container nesting that is kept."""
+        return self._max_depth
+
+    @property
+    def max_items(self) -> int:
+        """The most entries kept per container."""
+        return self._max_items
+
+    @property
+    def max_string(self) -> int:
+        """The longest string (in characters) kept whole."""
+        return self._max_string
+
+    # ------------------------------------------------------------------ public API
+
+    def redact(self, value: Any) -> Any:
+        """Return *value* with every secret hidden, without touching *value* itself.
+
+        Mappings (``dict`` and its subclasses become a plain ``dict`` when
+        something changes), lists, tuples (named tuples keep their type), sets,
+        frozensets and dataclass instances (which become a ``dict`` when
+        something changes) are walked; strings are scanned for patterns and, when
+        they hold a JSON object or array, parsed, redacted and re-serialised;
+        ``bytes`` are scanned as Latin-1 text. Other objects are returned as they
+        are: this function never calls ``repr()`` or ``str()`` on them.
+
+        Under a secret key the whole value is replaced, whatever its type, except
+        ``None``, booleans and empty strings, which hide nothing and keep their
+        debugging value (``"password": None`` says that none was given).
+
+        Args:
+            value: Anything: a structlog event dict, a Sentry event, a string.
+
+        Returns:
+            The same object when nothing had to be hidden, else a redacted copy.
+            Never raises.
+        """
+        try:
+            return self._walk(value, 0, _Budget())
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            return _fail_closed()
+
+    def redact_string(self, s: str) -> str:
+        """Return *s* with every secret pattern and secret ``key=value`` hidden.
+
+        A string that holds a JSON object or array is parsed, redacted by key and
+        by pattern, and re-serialised only when something changed. A string longer
+        than ``max_string`` is cut first and marked.
+
+        Args:
+            s: Any text: a log message, an exception message, a header value.
+
+        Returns:
+            *s* itself when there was nothing to hide. Never raises.
+
+        Example:
+            >>> Redactor().redact_string("retry with password=hunter2 later")
+            'retry with password=[REDACTED] later'
+        """
+        try:
+            if not _is_str(s):
+                return _UNREADABLE
+            return self._redact_str(s, 0, _Budget())
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            return _fail_closed()
+
+    def redact_url(self, url: str) -> str:
+        """Return *url* with its password, secret query parameters and tokens hidden.
+
+        The password of ``scheme://user:password@host`` is replaced (the user name
+        is kept unless it is itself a token), query parameters and
+        ``#fragment`` parameters whose name is a secret key get a ``[REDACTED]``
+        value, and the path and other values are scanned for patterns. Everything
+        else is kept byte for byte, including the order and encoding of
+        parameters.
+
+        Args:
+            url: An absolute or relative URL, or a bare path with a query string.
+
+        Returns:
+            *url* itself when there was nothing to hide. Never raises.
+
+        Example:
+            >>> Redactor().redact_url("postgres://app:s3cret@db:5432/app?sslmode=require")
+            'postgres://app:[REDACTED]@db:5432/app?sslmode=require'
+        """
+        try:
+            if not _is_str(url):
+                return _UNREADABLE
+            return self._redact_url(url)
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            return _fail_closed()
+
+    def redact_query(self, query: str) -> str:
+        """Return a query string with the values of secret parameters hidden.
+
+        Parameters are split on ``&``; a name is percent-decoded before it is
+        compared with the secret keys, so ``api%5Fkey=...`` is caught. Other
+        values are scanned for patterns both as they are and percent-decoded.
+        A leading ``?`` is kept.
+
+        Args:
+            query: The part of a URL after ``?``, such as ``a=1&token=xyz``.
+
+        Returns:
+            *query* itself when there was nothing to hide. Never raises.
+
+        Example:
+            >>> Redactor().redact_query("page=2&access_token=abc&sort=name")
+            'page=2&access_token=[REDACTED]&sort=name'
+        """
+        try:
+            if not _is_str(query):
+                return _UNREADABLE
+            return self._redact_query(query)
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            return _fail_closed()
+
+    def redact_headers(
+        self, headers: Mapping[str, str] | Iterable[tuple[str, str]]
+    ) -> dict[str, str]:
+        """Return a copy of HTTP headers with secret ones hidden.
+
+        Header names are keys (``Authorization``, ``Proxy-Authorization``,
+        ``Cookie``, ``Set-Cookie``, ``X-Api-Key``, ``X-Auth-Token``,
+        ``X-CSRFToken`` ...); other values are scanned for patterns. Names and
+        values may be ``str`` or ``bytes`` (ASGI headers are Latin-1 bytes); names
+        keep their spelling, and a name that repeats is joined with ``", "``.
+
+        Args:
+            headers: A mapping, or an iterable of ``(name, value)`` pairs.
+
+        Returns:
+            A new ``dict``. Never raises; unreadable input gives ``{}``.
+        """
+        try:
+            return self._redact_headers(headers)
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            _fail_closed()
+            return {}
+
+    def is_secret_key(self, key: object) -> bool:
+        """Tell whether values stored under *key* are hidden.
+
+        Args:
+            key: A mapping key, header name or parameter name. ``bytes`` are read
+                as Latin-1; any other non-string is never a secret key.
+
+        Returns:
+            ``True`` for ``"Password"``, ``"x-api-key"``, ``"accessToken"``,
+            ``"Set-Cookie"``, ``"card_number"``; ``False`` for ``"token_count"``,
+            ``"author"``, ``"passenger"``. Never raises.
+        """
+        try:
+            if isinstance(key, str):
+                return self._is_secret_str(str.__str__(key))
+            if isinstance(key, (bytes, bytearray)):
+                return self._is_secret_str(bytes(key).decode("latin-1"))
+        except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+            _fail_closed()
+            return True
+        return False
+
+    # ------------------------------------------------------------------- key rules
+
+    def _is_secret_str(self, key: str) -> bool:
+        """Match an exact-``str`` key against the rules, through a bounded cache."""
+        cache = self._key_cache
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        norm = _normalise(key)
+        secret = (
+            norm in self._exact
+            or norm.endswith(self._suffixes)
+            or norm.startswith(self._prefixes)
+            or any(part in norm for part in self._infixes)
+        )
+        if len(cache) >= _KEY_CACHE_SIZE:
+            # Dropping everything is cheaper than LRU bookkeeping, and a workload
+            # with more distinct keys than this is rare enough not to matter.
+            cache.clear()
+        cache[key] = secret
+        return secret
+
+    # --------------------------------------------------------------------- walking
+
+    def _walk(self, value: Any, depth: int, budget: _Budget) -> Any:
+        """Redact any value; containers fail closed one by one."""
+        kind = type(value)
+        if kind is str:
+            return self._redact_str(value, depth, budget)
+        if kind in _ATOMIC:
+            return value
+        try:
+            return self._walk_other(value, kind, depth, budget)
+        except Exception:  # noqa: BLE001 - user objects may raise anything; fail closed.
+            return _fail_closed()
+
+    def _walk_other(self, value: Any, kind: type, depth: int, budget: _Budget) -> Any:
+        """Redact everything that is not an exact ``str`` or an atomic value."""
+        if issubclass(kind, str):
+            return self._redact_str(value, depth, budget)
+        if issubclass(kind, (bytes, bytearray)):
+            return self._redact_bytes(value, depth, budget)
+        if issubclass(kind, dict):
+            return self._enter(value, depth, budget, self._walk_dict)
+        if issubclass(kind, (list, tuple, set, frozenset)):
+            return self._enter(value, depth, budget, self._walk_collection)
+        if issubclass(kind, Mapping):
+            return self._enter(value, depth, budget, self._walk_mapping)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self._enter(value, depth, budget, self._walk_dataclass)
+        return value
+
+    def _enter(self, value: Any, depth: int, budget: _Budget, walk: _ContainerWalk) -> Any:
+        """Apply the depth, cycle and budget limits around one container walk."""
+        if depth >= self._max_depth:
+            return _TRUNCATED_DEPTH
+        ident = id(value)
+        seen = budget.seen
+        if ident in seen:
+            return _CYCLE
+        if budget.items <= 0:
+            return _TRUNCATED_BUDGET
+        seen.add(ident)
+        try:
+            return walk(value, depth + 1, budget)
+        finally:
+            seen.discard(ident)
+
+    def _walk_dict(self, value: dict[Any, Any], depth: int, budget: _Budget) -> Any:
+        """Redact a ``dict`` (or subclass) through ``dict``'s own methods."""
+        size = len(value)
+        budget.items -= size
+        items: Iterable[tuple[Any, Any]] = dict.items(value)
+        truncated = size > self._max_items
+        if truncated:
+            items = itertools.islice(items, self._max_items)
+        out: dict[Any, Any] | None = None
+        cached = self._key_cache.get
+        is_secret = self._is_secret_str
+        redact_str = self._redact_str
+        walk = self._walk
+        for key, item in items:
+            if type(key) is str:
+                secret = cached(key)
+                if secret is None:
+                    secret = is_secret(key)
+            elif isinstance(key, (str, bytes, bytearray)):
+                secret = self.is_secret_key(key)
+            else:
+                secret = False
+            if secret:
+                new = _mask(item)
+            else:
+                kind = type(item)
+                if kind is str:
+                    new = redact_str(item, depth, budget)
+                elif kind in _ATOMIC:
+                    continue
+                else:
+                    new = walk(item, depth, budget)
+            if new is not item:
+                if out is None:
+                    out = dict(itertools.islice(dict.items(value), self._max_items))
+                out[key] = new
+        if truncated:
+            if out is None:
+                out = dict(itertools.islice(dict.items(value), self._max_items))
+            out["[TRUNCATED]"] = f"{size - self._max_items} more items"
+        if out is None:
+            return value
+        return out
+
+    def _walk_mapping(self, value: Mapping[Any, Any], depth: int, budget: _Budget) -> Any:
+        """Redact a non-``dict`` mapping into a plain ``dict`` when something changed."""
+        size = len(value)
+        budget.items -= size
+        pairs = list(itertools.islice(value.items(), self._max_items))
+        changed = size > self._max_items
+        out: dict[Any, Any] = {}
+        for key, item in pairs:
+            new = _mask(item) if self.is_secret_key(key) else self._walk(item, depth, budget)
+            changed = changed or new is not item
+            out[key] = new
+        if not changed:
+            return value
+        if size > self._max_items:
+            out["[TRUNCATED]"] = f"{size - self._max_items} more items"
+        return out
+
+    def _walk_collection(self, value: Any, depth: int, budget: _Budget) -> Any:
+        """Redact a list, tuple, set or frozenset, keeping its type where possible."""
+        size = len(value)
+        budget.items -= size
+        walk = self._walk
+        changed = size > self._max_items
+        out = []
+        for item in itertools.islice(value, self._max_items):
+            new = item if type(item) in _ATOMIC else walk(item, depth, budget)
+            changed = changed or new is not item
+            out.append(new)
+        if not changed:
+            return value
+        if size > self._max_items:
+            out.append(f"[TRUNCATED:{size - self._max_items} items]")
+        return _rebuild(value, out)
+
+    def _walk_dataclass(self, value: Any, depth: int, budget: _Budget) -> Any:
+        """Redact a dataclass instance's fields; a changed one becomes a ``dict``.
+
+        orjson renders dataclasses as objects natively, so their fields must be
+        redacted like a mapping's entries.
+        """
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        redacted = self._walk_dict(fields, depth, budget)
+        return value if redacted is fields else redacted
+
+    # --------------------------------------------------------------------- strings
+
+    def _redact_str(self, s: str, depth: int, budget: _Budget) -> str:
+        """Redact one string: cut it to ``max_string``, parse JSON, scan patterns."""
+        size = len(s)
+        budget.chars -= size
+        if budget.chars < 0:
+            return _TRUNCATED_BUDGET
+        if size > self._max_string:
+            return self._scan(_cut(s, self._max_string)) + f"[TRUNCATED:{size} chars]"
+        if size < 5:
+            # No pattern fits in four characters (the shortest is "pwd=x").
+            return s
+        first = s[0]
+        if first == "{" or first == "[" or (first.isspace() and s.lstrip()[:1] in ("{", "[")):
+            parsed = self._redact_json(s, depth, budget)
+            if parsed is not None:
+                return parsed
+        return self._scan(s)
+
+    def _redact_json(self, s: str, depth: int, budget: _Budget) -> str | None:
+        """Redact a JSON document held in a string; ``None`` if it is not one."""
+        if s.rstrip()[-1:] not in ("}", "]"):
+            return None
+        try:
+            document = json.loads(s)
+        except (ValueError, RecursionError):
+            # Not JSON after all (or absurdly nested): scan it as text instead.
+            return None
+        redacted = self._walk(document, depth + 1, budget)
+        if redacted is document:
+            # Nothing hidden by key or in a string value; a number that looks like
+            # a card, or a secret in a key, can still be caught by the text scan.
+            return self._scan(s)
+        try:
+            return json.dumps(redacted, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            return _UNREADABLE
+
+    def _redact_bytes(self, value: bytes | bytearray, depth: int, budget: _Budget) -> Any:
+        """Scan bytes as Latin-1 text (secrets are ASCII), keeping the type."""
+        text = bytes(value).decode("latin-1")
+        redacted = self._redact_str(text, depth, budget)
+        if redacted is text:
+            return value
+        data = redacted.encode("latin-1", "replace")
+        return bytearray(data) if isinstance(value, bytearray) else data
+
+    def _scan(self, s: str) -> str:
+        """Replace every pattern hit in *s*; return *s* itself when there is none.
+
+        `re.sub` cannot resume the scan where a handler decides, nor look at
+        text before the match, so the substitution loop is written out here.
+        """
+        search = self._pattern.search
+        match = search(s)
+        if match is None:
+            return s
+        kinds = self._kinds
+        out: list[str] = []
+        copied = 0  # s[:copied] is already in out (or replaced).
+        while match is not None:
+            kind = kinds[match.lastindex or 0]
+            start, end = match.span()
+            hit: tuple[int, int, str] | None
+            resume = end
+            if kind == "kv":
+                hit = self._scan_kv(s, start, end)
+            elif kind == "card":
+                hit = _scan_card(s, start, end)
+            elif kind == "auth":
+                hit = _scan_auth(match.group(0), start, end)
+                if hit is None:
+                    resume = start + 6  # scan what follows the scheme word normally
+            elif kind == "url_password":
+                text = match.group(0)
+                user = text[3 : text.index(":", 3)]
+                hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
+            elif kind == "email":
+                hit = _scan_email(s, start, end)
+            else:
+                hit = (start, end, _MARKERS[kind])
+            if hit is not None:
+                begin, stop, text = hit
+                begin = max(begin, copied)
+                out.append(s[copied:begin])
+                out.append(text)
+                copied = stop
+                resume = max(resume, stop)
+            match = search(s, resume)
+        if not out:
+            return s
+        out.append(s[copied:])
+        result = "".join(out)
+        return s if result == s else result
+
+    def _scan_kv(self, s: str, start: int, end: int) -> tuple[int, int, str] | None:
+        """Hide the value after ``=``/``:`` at *start* when the key before it is secret."""
+        found = _KEY_BEHIND.match(s[max(0, start - 72) : start][::-1])
+        if found is None:
+            return None
+        key = found.group(1)[::-1]
+        if not self._is_secret_str(key):
+            return None
+        norm = _normalise(key)
+        if s[start] == ":" and norm.endswith(_LINE_KEYS):
+            line = _KV_LINE_VALUE.match(s, end)
+            if line is None:
+                return None
+            text = line.group(0)
+            lead = len(text) - len(text.lstrip(" \t"))
+            return end + lead, line.end(), REDACTED
+        value = _KV_VALUE.match(s, end)
+        if value is None:
+            return None
+        text = value.group(0)
+        lead = len(text) - len(text.lstrip(" \t"))
+        body = text[lead:]
+        stop = value.end()
+        prefix = value.group("prefix")
+        if prefix is not None:
+            # A bare value can be the first word of a longer secret ("-----BEGIN
+            # ... PRIVATE KEY-----" spans lines): hide whatever a pattern sees there.
+            inner = self._pattern.match(s, end + lead + len(prefix))
+            if inner is not None and self._kinds[inner.lastindex or 0] != "kv":
+                stop = max(stop, inner.end())
+            replacement = prefix + REDACTED
+        elif body.startswith('\\"'):
+            replacement = '\\"' + REDACTED + '\\"'
+        else:
+            replacement = body[0] + REDACTED + body[0]
+        return end + lead, stop, replacement
+
+    # ------------------------------------------------------------------ URL, query
+
+    def _redact_url(self, url: str) -> str:
+        """Redact a URL piece by piece, keeping every other byte."""
+        if len(url) > self._max_string:
+            return self._scan(_cut(url, self._max_string)) + f"[TRUNCATED:{len(url)} chars]"
+        head = ""
+        rest = url
+        authority = _URL_AUTHORITY.match(url)
+        if authority is not None:
+            prefix, userinfo, host = authority.group("prefix", "userinfo", "host")
+            if userinfo is not None:
+                user, colon, password = userinfo.partition(":")
+                user = self._scan(user)
+                userinfo = user + colon + (REDACTED if password else "")
+                head = prefix + userinfo + "@" + self._scan(host)
+            else:
+                head = prefix + self._scan(host)
+            rest = url[authority.end() :]
+        rest, hash_mark, fragment = rest.partition("#")
+        path, question, query = rest.partition("?")
+        parts = [head, self._scan(path)]
+        if question:
+            parts += [question, self._redact_query(query)]
+        if hash_mark:
+            fragment = self._redact_query(fragment) if "=" in fragment else self._scan(fragment)
+            parts += [hash_mark, fragment]
+        result = "".join(parts)
+        return url if result == url else result
+
+    def _redact_query(self, query: str) -> str:
+        """Redact ``name=value`` pairs separated by ``&``."""
+        if len(query) > self._max_string:
+            return self._scan(_cut(query, self._max_string)) + f"[TRUNCATED:{len(query)} chars]"
+        lead = "?" if query.startswith("?") else ""
+        params = query[len(lead) :].split("&")
+        changed = False
+        for index, param in enumerate(params):
+            name, equals, value = param.partition("=")
+            if not equals:
+                new = self._scan(param)
+            elif value and self._is_secret_str(unquote_plus(name)):
+                new = name + "=" + REDACTED
+            else:
+                new_value = self._scan(value)
+                if new_value is value:
+                    decoded = unquote_plus(value)
+                    if decoded != value:
+                        redacted = self._scan(decoded)
+                        if redacted is not decoded:
+                            new_value = quote(redacted, safe="[]:/@!$'()*,;=")
+                new = param if new_value is value else name + "=" + new_value
+            if new is not param:
+                params[index] = new
+                changed = True
+        if not changed:
+            return query
+        return lead + "&".join(params)
+
+    def _redact_headers(
+        self, headers: Mapping[str, str] | Iterable[tuple[str, str]]
+    ) -> dict[str, str]:
+        """Redact header pairs into a new ``dict``; see `redact_headers`."""
+        pairs: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
+        out: dict[str, str] = {}
+        for pair in itertools.islice(pairs, self._max_items):
+            name, value = pair
+            name_text = _header_text(name)
+            value_text = _header_text(value)
+            if self._is_secret_str(name_text):
+                new = REDACTED if value_text else value_text
+            else:
+                new = self.redact_string(value_text)
+            previous = out.get(name_text)
+            out[name_text] = new if previous is None else previous + ", " + new
+        return out
+
+    def _redact_attributes(self, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Redact span attributes; see `redact_attributes`."""
+        out: dict[str, Any] = {}
+        for key, value in itertools.islice(attrs.items(), self._max_items):
+            if value is None:
+                out[key] = value
+            elif self.is_secret_key(key):
+                out[key] = _mask(value)
+            elif isinstance(value, str):
+                if key in _URL_ATTRIBUTES:
+                    out[key] = self.redact_url(value)
+                elif key in _QUERY_ATTRIBUTES:
+                    out[key] = self.redact_query(value)
+                else:
+                    out[key] = self.redact_string(value)
+            elif isinstance(value, (list, tuple)):
+                items = [self.redact_string(v) if isinstance(v, str) else v for v in value]
+                out[key] = tuple(items) if isinstance(value, tuple) else items
+            else:
+                out[key] = value
+        return out
+
+
+# ------------------------------------------------------------------- module state
+
+_REDACTOR = Redactor()
+
+
+def get_redactor() -> Redactor:
+    """Return the process-wide redactor (the default policy until setup).
+
+    Returns:
+        The `Redactor` last given to `set_redactor()`, else ``Redactor()``.
+    """
+    return _REDACTOR
+
+
+def set_redactor(redactor: Redactor) -> None:
+    """Install the process-wide redactor used by logs, Sentry and spans.
+
+    `setup_telemetry()` calls this with the configured extra keys and e-mail
+    masking; call it yourself only to change the policy at run time.
+
+    Args:
+        redactor: The new policy. Takes effect for every later call.
+
+    Raises:
+        TypeError: *redactor* is not a `Redactor`.
+    """
+    global _REDACTOR  # one process-wide policy; rebinding a name is atomic.
+    if not isinstance(cast("object", redactor), Redactor):
+        msg = f"set_redactor() needs a Redactor, got {redactor!r}."
+        raise TypeError(msg)
+    _REDACTOR = redactor
+
+
+def redact(value: Any) -> Any:
+    """Redact *value* with the process-wide redactor; see `Redactor.redact`.
+
+    Args:
+        value: Anything.
+
+    Returns:
+        The same object when nothing had to be hidden, else a redacted copy.
+    """
+    return _REDACTOR.redact(value)
+
+
+def redact_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Redact span attributes with the process-wide redactor.
+
+    A secret key (``http.request.header.authorization``, ``db.password``) gets
+    ``[REDACTED]`` whatever its value; ``url.full``, ``http.url``,
+    ``url.original`` and ``http.target`` are redacted as URLs, ``url.query`` as a
+    query string, other strings and the strings in list or tuple values by
+    pattern. Numbers and booleans under other keys are kept.
+
+    Args:
+        attrs: OpenTelemetry attributes (str keys; str, bool, int, float or
+            homogeneous sequence values).
+
+    Returns:
+        A new ``dict``. Never raises; unreadable input gives ``{}``.
+    """
+    redactor = _REDACTOR
+    try:
+        return redactor._redact_attributes(attrs)
+    except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
+        _fail_closed()
+        return {}
+
+
+# ------------------------------------------------------------------- helpers
+
+
+_MARKERS = {kind: f"[REDACTED:{kind}]" for kind, _ in (*_BRANCHES, _EMAIL_BRANCH)}
+
+_URL_AUTHORITY = re.compile(
+    r"(?P<prefix>(?:[A-Za-z][A-Za-z0-9+.-]{0,31}:)?//)"
+    r"(?:(?P<userinfo>[^/?#]{0,512})@)?(?P<host>[^/?#@]*)"
+)
+
+
+def _fail_closed() -> str:
+    """Log the exception being handled (rate-limited) and return the error marker.
+
+    Redaction must never raise into the application and must never let an
+    unreadable value through. Catching with `internal_errors` around every
+    container would cost about a microsecond each on the logging hot path, so
+    the walkers catch with a plain ``except`` (free in CPython until something
+    raises) and hand the exception here, where `internal_errors` logs it.
+    """
+    handled = sys.exc_info()[1]
+    with internal_errors("kaleem_telemetry.redaction"):
+        if handled is not None:
+            raise handled
+    return _UNREADABLE
+
+
+def _is_str(value: object) -> bool:
+    """Tell whether *value* is a string (public entry points accept anything)."""
+    return isinstance(value, str)
+
+
+def _normalise(key: str) -> str:
+    """Lower-case *key* and drop ``-``, ``_``, ``.`` and spaces."""
+    return str.lower(key).translate(_KEY_SEPARATORS)
+
+
+def _mask(value: Any) -> Any:
+    """Replace a value stored under a secret key, unless it hides nothing."""
+    if value is None or value is True or value is False:
+        return value
+    if type(value) in (str, bytes) and not value:
+        return value
+    return REDACTED
+
+
+def _rebuild(original: Any, items: list[Any]) -> Any:
+    """Build a container of *original*'s kind from redacted *items*."""
+    if isinstance(original, list):
+        return items
+    if isinstance(original, tuple):
+        make = getattr(type(original), "_make", None)
+        if make is not None:
+            try:
+                return make(items)
+            except (TypeError, ValueError):
+                # A truncated or odd named tuple: a plain tuple still renders fine.
+                return tuple(items)
+        return tuple(items)
+    try:
+        return frozenset(items) if isinstance(original, frozenset) else set(items)
+    except TypeError:
+        # A redacted item became unhashable (a dataclass turned into a dict).
+        return items
+
+
+def _cut(s: str, limit: int) -> str:
+    """Cut *s* to *limit* characters without leaving half a token at the end."""
+    head = s[:limit]
+    tail = _PARTIAL_TOKEN.match(head[-1024:][::-1])
+    drop = tail.end() if tail is not None else 0
+    return head[: len(head) - drop]
+
+
+def _luhn(digits: str) -> bool:
+    """Tell whether a digit string passes the Luhn checksum."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if index % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def _scan_card(s: str, start: int, end: int) -> tuple[int, int, str] | None:
+    """Find a Luhn-valid card number among the digit groups at ``s[start:end]``.
+
+    The whole run is tried first, then runs that drop leading or trailing groups
+    (``"4111 1111 1111 1111 12"`` hides the card and keeps ``12``).
+    """
+    groups = [m.span() for m in _DIGIT_GROUP.finditer(s, start, end)]
+    digits = [s[a:b] for a, b in groups]
+    count = len(groups)
+    candidates = [(0, count)]
+    candidates += [(0, stop) for stop in range(count - 1, 0, -1)]
+    candidates += [(first, count) for first in range(1, count)]
+    for first, stop in candidates:
+        number = "".join(digits[first:stop])
+        if 13 <= len(number) <= 19 and _luhn(number):
+            return groups[first][0], groups[stop - 1][1], _MARKERS["card"]
+    return None
+
+
+def _scan_auth(text: str, start: int, end: int) -> tuple[int, int, str] | None:
+    """Hide the credential of ``Bearer x`` / ``Basic x`` (keeping the scheme word).
+
+    A ``Basic`` credential must decode to ``user:password`` or look random (have a
+    digit or a base64 symbol), which spares prose such as "basic information".
+    """
+    scheme = text[:6] if text[:6].lower() == "bearer" else text[:5]
+    credential = text[len(scheme) :].lstrip(" \t")
+    if scheme.lower() == "basic" and not _looks_like_basic(credential):
+        return None
+    kind = "bearer" if len(scheme) == 6 else "basic"
+    return end - len(credential), end, f"[REDACTED:{kind}]"
+
+
+def _looks_like_basic(credential: str) -> bool:
+    """Tell whether a ``Basic`` credential is base64 ``user:pass`` or random-looking."""
+    if any(c.isdigit() or c in "+/=" for c in credential):
+        return True
+    if _BASE64.fullmatch(credential) is None:
+        return False
+    try:
+        decoded = base64.b64decode(credential + "=" * (-len(credential) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return b":" in decoded
+
+
+def _scan_email(s: str, start: int, end: int) -> tuple[int, int, str] | None:
+    """Hide an e-mail address whose ``@domain`` part is ``s[start:end]``."""
+    local = _EMAIL_LOCAL_BEHIND.match(s[max(0, start - 64) : start][::-1])
+    if local is None:
+        return None
+    return start - local.end(), end, _MARKERS["email"]
+
+
+def _header_text(value: object) -> str:
+    """Turn a header name or value (``str`` or Latin-1 ``bytes``) into ``str``."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    return str(value)

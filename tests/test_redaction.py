@@ -1,0 +1,1075 @@
+"""Tests for kaleem_telemetry.redaction: one policy for logs, Sentry and spans.
+
+No secret-looking literal appears in this file: every JWT, card number and API
+key is built at run time (by the helpers below or by hypothesis strategies), so
+secret scanners have nothing to flag and the tests do not depend on one sample.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import random
+import string
+from collections import OrderedDict, namedtuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kaleem_telemetry import redaction
+from kaleem_telemetry.exceptions import TelemetryConfigError
+from kaleem_telemetry.redaction import (
+    REDACTED,
+    Redactor,
+    get_redactor,
+    redact,
+    redact_attributes,
+    set_redactor,
+)
+
+_RNG = random.Random(20240509)
+_ALNUM = string.ascii_letters + string.digits
+_B64URL = _ALNUM + "-_"
+_HEX = "0123456789abcdef"
+
+
+def _rand(alphabet: str, size: int) -> str:
+    """Return a seeded random string (reproducible across runs)."""
+    return "".join(_RNG.choice(alphabet) for _ in range(size))
+
+
+def _luhn_check_digit(body: str) -> str:
+    """Return the digit that makes ``body + digit`` pass the Luhn check."""
+    total = 0
+    for index, char in enumerate(reversed(body)):
+        digit = int(char)
+        if index % 2 == 0:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return str((10 - total % 10) % 10)
+
+
+def _card(length: int = 16, first: str = "4") -> str:
+    """Return a Luhn-valid card number of *length* digits."""
+    body = first + _rand(string.digits, length - 2)
+    return body + _luhn_check_digit(body)
+
+
+def _not_card(length: int = 16) -> str:
+    """Return a number of *length* digits that fails the Luhn check."""
+    valid = _card(length)
+    return valid[:-1] + str((int(valid[-1]) + 1) % 10)
+
+
+def _group_that_breaks_luhn(number: str, *, after: bool) -> str:
+    """Return two digits that, glued to *number*, make a run that fails Luhn."""
+    for group in ("12", "13", "14"):
+        joined = number + group if after else group + number
+        if _luhn_check_digit(joined[:-1]) != joined[-1]:
+            return group
+    raise AssertionError  # pragma: no cover - two consecutive groups cannot both pass.
+
+
+def _grouped(number: str, sep: str = " ") -> str:
+    """Group digits by four, like a card printed on a receipt."""
+    return sep.join(number[i : i + 4] for i in range(0, len(number), 4))
+
+
+def _jwt() -> str:
+    """Return a JWT-shaped string: base64url JSON header, payload, signature."""
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "HS256"}).encode()).decode()
+    payload = base64.urlsafe_b64encode(json.dumps({"sub": _rand(_ALNUM, 12)}).encode()).decode()
+    return f"{header.rstrip('=')}.{payload.rstrip('=')}.{_rand(_B64URL, 43)}"
+
+
+def _basic() -> str:
+    """Return a ``Basic`` credential (base64 of user:password)."""
+    raw = f"{_rand(string.ascii_lowercase, 6)}:{_rand(_ALNUM, 12)}"
+    return base64.b64encode(raw.encode()).decode()
+
+
+def _pem() -> str:
+    """Return a PEM private key block with a random body."""
+    kind = "RSA " + "PRIVATE KEY"
+    body = "\n".join(_rand(_ALNUM + "+/", 64) for _ in range(3))
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----"
+
+
+# (kind, factory): each factory builds a fresh secret of that format at run time.
+_API_KEYS: list[tuple[str, Callable[[], str]]] = [
+    ("aws_access_key", lambda: "AK" + "IA" + _rand(string.ascii_uppercase + string.digits, 16)),
+    ("aws_access_key", lambda: "AS" + "IA" + _rand(string.ascii_uppercase + string.digits, 16)),
+    ("stripe_key", lambda: "sk" + "_live_" + _rand(_ALNUM, 24)),
+    ("stripe_key", lambda: "sk" + "_test_" + _rand(_ALNUM, 24)),
+    ("stripe_key", lambda: "rk" + "_live_" + _rand(_ALNUM, 24)),
+    ("stripe_key", lambda: "pk" + "_live_" + _rand(_ALNUM, 24)),
+    ("github_token", lambda: "gh" + "p_" + _rand(_ALNUM, 36)),
+    ("github_token", lambda: "gh" + "o_" + _rand(_ALNUM, 36)),
+    ("github_token", lambda: "gh" + "u_" + _rand(_ALNUM, 36)),
+    ("github_token", lambda: "gh" + "s_" + _rand(_ALNUM, 36)),
+    ("github_token", lambda: "gh" + "r_" + _rand(_ALNUM, 36)),
+    ("github_token", lambda: "github" + "_pat_" + _rand(_ALNUM + "_", 60)),
+    ("gitlab_token", lambda: "gl" + "pat-" + _rand(_ALNUM, 20)),
+    ("slack_token", lambda: "xo" + "xb-" + _rand(string.digits, 12) + "-" + _rand(_ALNUM, 24)),
+    ("slack_token", lambda: "xo" + "xp-" + _rand(string.digits, 12) + "-" + _rand(_ALNUM, 24)),
+    ("google_api_key", lambda: "AI" + "za" + _rand(_B64URL, 35)),
+    ("openai_key", lambda: "sk" + "-" + _rand(_ALNUM, 48)),
+    ("openai_key", lambda: "sk" + "-proj-" + _rand(_B64URL, 64)),
+    ("sendgrid_key", lambda: "SG" + "." + _rand(_B64URL, 22) + "." + _rand(_B64URL, 43)),
+    ("twilio_key", lambda: "S" + "K" + _rand(_HEX, 32)),
+    ("npm_token", lambda: "np" + "m_" + _rand(_ALNUM, 36)),
+]
+
+_SECRET_KEY_SPELLINGS = [
+    "password",
+    "Password",
+    "PASSWORD",
+    "user-password",
+    "db_password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "client_secret",
+    "clientSecret",
+    "token",
+    "access_token",
+    "accessToken",
+    "access.token",
+    "refresh-token",
+    "id_token",
+    "api_token",
+    "auth_token",
+    "X-Auth-Token",
+    "bearer_token",
+    "session_token",
+    "api_key",
+    "API_KEY",
+    "apikey",
+    "x-api-key",
+    "X-Api-Key",
+    "HTTP_X_API_KEY",
+    "authorization",
+    "Authorization",
+    "Proxy-Authorization",
+    "HTTP_AUTHORIZATION",
+    "cookie",
+    "Cookie",
+    "Set-Cookie",
+    "session",
+    "sessionid",
+    "JSESSIONID",
+    "csrf",
+    "csrftoken",
+    "X-CSRFToken",
+    "xsrf-token",
+    "private_key",
+    "privateKey",
+    "card_number",
+    "cardNumber",
+    "credit-card-number",
+    "cc",
+    "CVV",
+    "cvc",
+    "pan",
+    "iban",
+    "IBAN",
+    "ssn",
+    "otp",
+    "sms_otp",
+    "credentials",
+    "aws_secret_access_key",
+]
+
+_BENIGN_KEY_SPELLINGS = [
+    "token_count",
+    "tokens_used",
+    "max_tokens",
+    "input_tokens",
+    "author",
+    "authority",
+    "passenger",
+    "compass",
+    "company",
+    "japan",
+    "sessions",
+    "session_count",
+    "access_key_id",
+    "keyboard",
+    "user",
+    "event",
+    "route",
+    "passport_country",
+]
+
+
+@pytest.fixture(name="redactor")
+def _redactor() -> Redactor:
+    return Redactor()
+
+
+@pytest.fixture(name="restore_redactor")
+def _restore_redactor() -> Iterator[None]:
+    previous = get_redactor()
+    yield
+    set_redactor(previous)
+
+
+class TestRedactorKeys:
+    @pytest.mark.parametrize("key", _SECRET_KEY_SPELLINGS)
+    def test_secret_key_spellings(self, redactor: Redactor, key: str) -> None:
+        """Every common spelling of a secret key is recognised."""
+        assert redactor.is_secret_key(key)
+
+    @pytest.mark.parametrize("key", _BENIGN_KEY_SPELLINGS)
+    def test_benign_keys(self, redactor: Redactor, key: str) -> None:
+        """Look-alike keys such as token_count and author are not secrets."""
+        assert not redactor.is_secret_key(key)
+
+    @pytest.mark.parametrize("key", _SECRET_KEY_SPELLINGS)
+    def test_value_under_secret_key_is_hidden(self, redactor: Redactor, key: str) -> None:
+        """A value under a secret key is replaced at any depth."""
+        value = _rand(_ALNUM, 20)
+
+        out = redactor.redact({"outer": [{"inner": {key: value}}]})
+
+        assert out == {"outer": [{"inner": {key: REDACTED}}]}
+
+    @pytest.mark.parametrize("key", _BENIGN_KEY_SPELLINGS)
+    def test_value_under_benign_key_survives(self, redactor: Redactor, key: str) -> None:
+        """A value under a look-alike key is kept, as the very same object."""
+        event = {key: 1234, "nested": {key: "plain words"}}
+
+        assert redactor.redact(event) is event
+
+    @pytest.mark.parametrize("key", [b"Authorization", bytearray(b"x-api-key")])
+    def test_bytes_keys(self, redactor: Redactor, key: bytes) -> None:
+        """Bytes keys are read as Latin-1."""
+        assert redactor.is_secret_key(key)
+
+    @pytest.mark.parametrize("key", [None, 42, 3.5, ("password",), object()])
+    def test_non_string_keys_are_never_secret(self, redactor: Redactor, key: object) -> None:
+        """A key that is not text is never a secret key, and nothing raises."""
+        assert not redactor.is_secret_key(key)
+
+    @pytest.mark.parametrize("value", [None, True, False, ""])
+    def test_empty_values_under_secret_keys_are_kept(self, redactor: Redactor, value: Any) -> None:
+        """None, booleans and empty strings hide nothing and are kept."""
+        assert redactor.redact({"password": value}) == {"password": value}
+
+    @pytest.mark.parametrize("value", [123456, 1.5, ["a", "b"], {"user": "bob"}, b"raw"])
+    def test_any_other_value_under_secret_key_is_replaced(
+        self, redactor: Redactor, value: Any
+    ) -> None:
+        """Numbers, containers and bytes under a secret key are replaced whole."""
+        assert redactor.redact({"otp": value}) == {"otp": REDACTED}
+
+    @pytest.mark.parametrize(
+        ("extra", "hidden", "kept"),
+        [
+            (["merchant_pin"], "Merchant-PIN", "pin"),
+            (["*pin"], "card_pin", "pinned"),
+            (["merchant_secret*"], "merchant_secret_v2", "merchant_name"),
+            (["*ledger*"], "my-ledger-blob", "ledge"),
+            ("merchant_pin, *ledger*", "merchant_pin", "merchant"),
+        ],
+    )
+    def test_extra_keys(self, extra: Any, hidden: str, kept: str) -> None:
+        """Extra keys are exact, or suffix/prefix/infix rules with a '*'."""
+        redactor = Redactor(extra_keys=extra)
+
+        assert redactor.is_secret_key(hidden)
+        assert not redactor.is_secret_key(kept)
+
+    def test_extra_keys_are_reported(self) -> None:
+        """The extra keys are kept as given and shown in the repr."""
+        redactor = Redactor(extra_keys=["merchant_pin"])
+
+        assert redactor.extra_keys == ("merchant_pin",)
+        assert "merchant_pin" in repr(redactor)
+
+    def test_key_cache_is_bounded(self, redactor: Redactor) -> None:
+        """Many distinct keys never grow the normalisation cache without bound."""
+        for index in range(10_000):
+            redactor.is_secret_key(f"field_{index}")
+
+        assert len(redactor._key_cache) <= redaction._KEY_CACHE_SIZE
+
+
+class TestRedactorPatterns:
+    @pytest.mark.parametrize(("kind", "factory"), _API_KEYS)
+    def test_api_key_formats(
+        self, redactor: Redactor, kind: str, factory: Callable[[], str]
+    ) -> None:
+        """Well-known API key formats are hidden in free text, with their kind."""
+        secret = factory()
+
+        out = redactor.redact_string(f"calling upstream with {secret} now")
+
+        assert out == f"calling upstream with [REDACTED:{kind}] now"
+
+    def test_jwt(self, redactor: Redactor) -> None:
+        """A JWT is hidden wherever it appears."""
+        token = _jwt()
+
+        out = redactor.redact_string(f"session={token}; next {token}")
+
+        assert token not in out
+        assert "[REDACTED:jwt]" in out
+
+    @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+    def test_bearer(self, redactor: Redactor, scheme: str) -> None:
+        """A Bearer credential is hidden and the scheme word kept."""
+        token = _rand(_ALNUM, 32)
+
+        assert (
+            redactor.redact_string(f"sent {scheme} {token}") == f"sent {scheme} [REDACTED:bearer]"
+        )
+
+    def test_basic(self, redactor: Redactor) -> None:
+        """A Basic credential is hidden and the scheme word kept."""
+        assert redactor.redact_string(f"Basic {_basic()}") == "Basic [REDACTED:basic]"
+
+    @pytest.mark.parametrize("text", ["basic information here", "the bearer of bad news"])
+    def test_auth_words_in_prose(self, redactor: Redactor, text: str) -> None:
+        """Prose that happens to use the scheme words is kept."""
+        assert redactor.redact_string(text) is text
+
+    @pytest.mark.parametrize("length", [13, 15, 16, 19])
+    @pytest.mark.parametrize("sep", ["", " ", "-"])
+    def test_card_numbers(self, redactor: Redactor, length: int, sep: str) -> None:
+        """Luhn-valid numbers of 13 to 19 digits are hidden, grouped or not."""
+        number = _card(length)
+        text = f"paid with {_grouped(number, sep)} today"
+
+        assert redactor.redact_string(text) == "paid with [REDACTED:card] today"
+
+    @pytest.mark.parametrize("sep", ["", " ", "-"])
+    def test_luhn_failing_number_survives(self, redactor: Redactor, sep: str) -> None:
+        """A 16-digit number that fails the Luhn check is kept."""
+        text = f"order {_grouped(_not_card(), sep)} shipped"
+
+        assert redactor.redact_string(text) is text
+
+    def test_card_with_trailing_group(self, redactor: Redactor) -> None:
+        """A card followed by another digit group is found and the group kept."""
+        number = _card()
+        tail = _group_that_breaks_luhn(number, after=True)
+
+        out = redactor.redact_string(f"{_grouped(number)} {tail}")
+
+        assert out == f"[REDACTED:card] {tail}"
+
+    def test_card_with_leading_group(self, redactor: Redactor) -> None:
+        """A card preceded by another digit group is found and the group kept."""
+        number = _card()
+        head = _group_that_breaks_luhn(number, after=False)
+
+        out = redactor.redact_string(f"{head} {_grouped(number)}")
+
+        assert out == f"{head} [REDACTED:card]"
+
+    def test_url_userinfo(self, redactor: Redactor) -> None:
+        """The password in scheme://user:pass@ is hidden, scheme and user kept."""
+        password = _rand(_ALNUM, 16)
+
+        out = redactor.redact_string(f"connect to redis://app:{password}@cache:6379/0")
+
+        assert out == f"connect to redis://app:{REDACTED}@cache:6379/0"
+
+    def test_pem_private_key(self, redactor: Redactor) -> None:
+        """A PEM private key block is hidden whole."""
+        assert redactor.redact_string(f"key:\n{_pem()}\nend") == "key:\n[REDACTED:private_key]\nend"
+
+    def test_truncated_pem_private_key(self, redactor: Redactor) -> None:
+        """A PEM block cut before its END line is hidden to the end."""
+        body = _rand(_ALNUM, 64)
+        pem = _pem().split("\n")[0]
+
+        assert body not in redactor.redact_string(f"{pem}\n{body}")
+
+    @pytest.mark.parametrize(
+        ("template", "expected"),
+        [
+            ("retry with password={v} later", "retry with password=[REDACTED] later"),
+            ("password = {v}", "password = [REDACTED]"),
+            ('{{"api_key": "{v}", "n": 1}} tail', '{{"api_key": "[REDACTED]", "n": 1}} tail'),
+            ("{{'token': '{v}'}} tail", "{{'token': '[REDACTED]'}} tail"),
+            ('log {{\\"secret\\": \\"{v}\\"}}', 'log {{\\"secret\\": \\"[REDACTED]\\"}}'),
+            ("GET /cb?code=1&access_token={v}&x=2", "GET /cb?code=1&access_token=[REDACTED]&x=2"),
+            ("Authorization: Bearer {v}\nnext", "Authorization: [REDACTED]\nnext"),
+            ("Cookie: sid={v}; theme=dark\nnext", "Cookie: [REDACTED]\nnext"),
+        ],
+    )
+    def test_secret_key_value_pairs_in_text(
+        self, redactor: Redactor, template: str, expected: str
+    ) -> None:
+        """key=value, "key": "value" and header lines with a secret key are hidden."""
+        value = _rand(_ALNUM, 18)
+
+        out = redactor.redact_string(template.format(v=value))
+
+        assert out == expected.format()
+        assert value not in out
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "token_count=5 max_tokens=10 author=me",
+            "2024-05-09T10:00:00.123Z",
+            "risk-assessment-report-2024-final-draft",
+            "host:8080 path=/items/42",
+            "see https://example.com/path?page=2",
+            "GET /items/{item_id} 200",
+        ],
+    )
+    def test_benign_text_is_kept(self, redactor: Redactor, text: str) -> None:
+        """Ordinary text comes back as the very same object."""
+        assert redactor.redact_string(text) is text
+
+    def test_email_masking_is_opt_in(self) -> None:
+        """E-mail addresses are kept by default and masked when asked."""
+        text = "mail bob.smith+tag@mail.example.com now"
+
+        assert Redactor().redact_string(text) is text
+        assert Redactor(mask_emails=True).redact_string(text) == "mail [REDACTED:email] now"
+
+    def test_marker_never_echoes_the_secret(self, redactor: Redactor) -> None:
+        """No marker contains any part of what it replaced."""
+        secrets = [factory() for _, factory in _API_KEYS] + [_jwt(), _card(), _pem()]
+
+        out = redactor.redact_string(" ".join(secrets))
+
+        for secret in secrets:
+            for start in range(0, len(secret) - 8, 4):
+                assert secret[start : start + 8] not in out
+
+
+class TestRedactorStructures:
+    def test_nothing_to_hide_returns_same_object(self, redactor: Redactor) -> None:
+        """A value with nothing to hide is returned as is, not copied."""
+        event = {"event": "http_request", "route": "/items/{item_id}", "status_code": 200}
+
+        assert redactor.redact(event) is event
+
+    def test_input_is_never_mutated(self, redactor: Redactor) -> None:
+        """Redaction copies on write and leaves the caller's objects untouched."""
+        event = {
+            "password": "x1",
+            "items": [{"token": "y2"}, ("Bearer " + _rand(_ALNUM, 20),)],
+            "keep": {"plain": "words"},
+        }
+        before = copy.deepcopy(event)
+
+        out = redactor.redact(event)
+
+        assert event == before
+        assert out["keep"] is event["keep"]
+        assert out["items"][0] == {"token": REDACTED}
+
+    def test_container_types_are_kept(self, redactor: Redactor) -> None:
+        """Lists, tuples, sets, frozensets and named tuples keep their type."""
+        Pair = namedtuple("Pair", ["left", "right"])
+        token = "Bearer " + _rand(_ALNUM, 20)
+
+        out = redactor.redact(
+            {
+                "l": [token],
+                "t": (token,),
+                "s": {token},
+                "f": frozenset([token]),
+                "p": Pair(token, 1),
+            }
+        )
+
+        assert out["l"] == ["Bearer [REDACTED:bearer]"]
+        assert out["t"] == ("Bearer [REDACTED:bearer]",)
+        assert out["s"] == {"Bearer [REDACTED:bearer]"}
+        assert out["f"] == frozenset(["Bearer [REDACTED:bearer]"])
+        assert out["p"] == Pair("Bearer [REDACTED:bearer]", 1)
+        assert type(out["p"]) is Pair
+
+    def test_dict_subclass_becomes_dict(self, redactor: Redactor) -> None:
+        """A changed dict subclass comes back as a plain dict with the same order."""
+        event = OrderedDict([("a", 1), ("password", "x")])
+
+        assert redactor.redact(event) == {"a": 1, "password": REDACTED}
+
+    def test_other_mappings(self, redactor: Redactor) -> None:
+        """A non-dict Mapping is walked too."""
+
+        class Frozen(Mapping[str, Any]):
+            def __init__(self, data: dict[str, Any]) -> None:
+                self._data = data
+
+            def __getitem__(self, key: str) -> Any:
+                return self._data[key]
+
+            def __iter__(self) -> Iterator[str]:
+                return iter(self._data)
+
+            def __len__(self) -> int:
+                return len(self._data)
+
+        assert redactor.redact(Frozen({"api_key": "k", "n": 1})) == {"api_key": REDACTED, "n": 1}
+
+    def test_dataclass_fields(self, redactor: Redactor) -> None:
+        """A dataclass with a secret field becomes a redacted dict (orjson renders it)."""
+
+        @dataclasses.dataclass
+        class Login:
+            user: str
+            password: str
+
+        login = Login("bob", "x")
+
+        assert redactor.redact(login) == {"user": "bob", "password": REDACTED}
+        assert login.password == "x"
+
+    def test_json_in_string(self, redactor: Redactor) -> None:
+        """JSON held in a string is parsed, redacted and re-serialised."""
+        body = json.dumps({"user": "bob", "card": {"number": _card()}, "password": "x"})
+
+        out = json.loads(redactor.redact({"body": body})["body"])
+
+        assert out == {"user": "bob", "card": {"number": "[REDACTED:card]"}, "password": REDACTED}
+
+    def test_json_in_string_unchanged_is_same_object(self, redactor: Redactor) -> None:
+        """A JSON string with nothing to hide is returned as the same object."""
+        body = '{"user": "bob", "items": [1, 2, 3]}'
+
+        assert redactor.redact_string(body) is body
+
+    def test_bytes(self, redactor: Redactor) -> None:
+        """Bytes are scanned as Latin-1 and stay bytes."""
+        token = _rand(_ALNUM, 20)
+
+        out = redactor.redact({"raw": f"Authorization: Bearer {token}".encode()})
+
+        assert out == {"raw": b"Authorization: [REDACTED]"}
+
+    def test_unknown_objects_are_passed_through(self, redactor: Redactor) -> None:
+        """Objects the redactor does not know are returned untouched."""
+        marker = object()
+
+        assert redactor.redact({"obj": marker})["obj"] is marker
+
+
+class _Boom(Exception):
+    """An exception no redaction code expects."""
+
+
+class _HostileList(list[Any]):
+    def __iter__(self) -> Iterator[Any]:
+        raise _Boom
+
+    def __len__(self) -> int:
+        raise _Boom
+
+
+class _HostileMapping(Mapping[str, Any]):
+    def __getitem__(self, key: str) -> Any:
+        raise _Boom
+
+    def __iter__(self) -> Iterator[str]:
+        raise _Boom
+
+    def __len__(self) -> int:
+        return 1
+
+
+class _HostileKey:
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        raise _Boom
+
+    def __repr__(self) -> str:
+        raise _Boom
+
+    __str__ = __repr__
+
+
+class TestRedactorNeverRaises:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            _HostileList([1]),
+            _HostileMapping(),
+            {"ok": [_HostileList([1])]},
+            {_HostileKey(): "plain"},
+            [_HostileKey()],
+            {_HostileKey()},
+        ],
+    )
+    def test_hostile_values(self, redactor: Redactor, value: Any) -> None:
+        """Hostile objects never make redaction raise."""
+        redactor.redact(value)
+
+    def test_secret_under_hostile_key_is_hidden(self, redactor: Redactor) -> None:
+        """A value under a key whose __eq__ and __repr__ raise is still scanned."""
+        key = _HostileKey()
+        token = _rand(_ALNUM, 20)
+
+        out = redactor.redact({key: "Bearer " + token})
+
+        assert out[key] == "Bearer [REDACTED:bearer]"
+
+    def test_surrogates(self, redactor: Redactor) -> None:
+        """Lone surrogates do not stop the scan."""
+        token = _rand(_ALNUM, 20)
+
+        assert redactor.redact("\ud800 Bearer " + token) == "\ud800 Bearer [REDACTED:bearer]"
+
+    def test_non_utf8_bytes(self, redactor: Redactor) -> None:
+        """Bytes that are not UTF-8 are still scanned, as Latin-1."""
+        token = _rand(_ALNUM, 20).encode()
+
+        assert redactor.redact(b"\xff\xfe Bearer " + token) == b"\xff\xfe Bearer [REDACTED:bearer]"
+
+    def test_unreadable_container_fails_closed(self, redactor: Redactor) -> None:
+        """A container that cannot be read is replaced by a marker, not passed on."""
+        out = redactor.redact({"ok": 1, "bad": _HostileList([1])})
+
+        assert out == {"ok": 1, "bad": "[REDACTED:error]"}
+
+    @pytest.mark.parametrize("value", [None, 42, ["x"], {"a": 1}])
+    def test_string_helpers_accept_anything(self, redactor: Redactor, value: Any) -> None:
+        """The string helpers never raise on a non-string."""
+        assert redactor.redact_string(value) == "[REDACTED:error]"
+        assert redactor.redact_url(value) == "[REDACTED:error]"
+        assert redactor.redact_query(value) == "[REDACTED:error]"
+
+    def test_headers_helper_accepts_garbage(self, redactor: Redactor) -> None:
+        """redact_headers fails closed with an empty dict on unreadable input."""
+        assert redactor.redact_headers([("only-one-item",)]) == {}  # type: ignore[list-item]
+
+    @pytest.mark.parametrize("limit", [0, -1, 1.5, "3"])
+    def test_bad_limits_are_config_errors(self, limit: Any) -> None:
+        """A limit that is not a positive integer is refused at construction."""
+        with pytest.raises(TelemetryConfigError, match="max_depth must be a positive integer"):
+            Redactor(max_depth=limit)
+
+
+class TestRedactorBounds:
+    def test_depth_is_bounded(self) -> None:
+        """Containers deeper than max_depth become a marker."""
+        value: Any = "leaf"
+        for _ in range(50):
+            value = [value]
+
+        out = Redactor(max_depth=4).redact(value)
+
+        assert out == [[[["[TRUNCATED:depth]"]]]]
+
+    def test_very_deep_nesting_does_not_recurse_without_bound(self, redactor: Redactor) -> None:
+        """A 100 000-level structure is cut at the default depth, not a RecursionError."""
+        value: Any = {"password": "x"}
+        for _ in range(100_000):
+            value = {"k": value}
+
+        out = redactor.redact(value)
+
+        for _ in range(redactor.max_depth - 1):
+            out = out["k"]
+        assert out == {"k": "[TRUNCATED:depth]"}
+
+    def test_cycles_are_detected(self, redactor: Redactor) -> None:
+        """A container that contains itself becomes a cycle marker."""
+        event: dict[str, Any] = {"password": "x"}
+        event["self"] = event
+        items: list[Any] = ["a"]
+        items.append(items)
+
+        assert redactor.redact(event) == {"password": REDACTED, "self": "[CYCLE]"}
+        assert redactor.redact(items) == ["a", "[CYCLE]"]
+
+    def test_shared_references_are_not_cycles(self, redactor: Redactor) -> None:
+        """The same object reached twice on different paths is walked twice."""
+        shared = {"token": "x"}
+
+        assert redactor.redact([shared, shared]) == [{"token": REDACTED}] * 2
+
+    def test_items_are_bounded(self) -> None:
+        """A container keeps max_items entries and summarises the rest."""
+        out = Redactor(max_items=10).redact(
+            {"l": list(range(100)), "d": {str(i): i for i in range(100)}}
+        )
+
+        assert out["l"] == [*range(10), "[TRUNCATED:90 items]"]
+        assert len(out["d"]) == 11
+        assert out["d"]["[TRUNCATED]"] == "90 more items"
+
+    def test_huge_string_is_cut_and_marked(self) -> None:
+        """A string over max_string is cut before scanning and says how long it was."""
+        text = "word " * 100_000
+
+        out = Redactor(max_string=1000).redact_string(text)
+
+        assert len(out) <= 1000 + len("[TRUNCATED:500000 chars]")
+        assert out.endswith("[TRUNCATED:500000 chars]")
+
+    def test_cut_never_leaves_half_a_secret(self) -> None:
+        """The cut drops a partial token instead of leaving its visible half."""
+        number = _card()
+        text = "x " * 495 + number
+
+        out = Redactor(max_string=1000).redact_string(text)
+
+        assert number[:10] not in out
+
+    def test_whole_call_budget(self, redactor: Redactor) -> None:
+        """One call stops walking after its item budget and fails closed."""
+        value = [[str(i) for i in range(1000)] for _ in range(200)]
+
+        out = redactor.redact(value)
+
+        assert out[-1] == "[TRUNCATED:budget]"
+        assert out[0] is value[0]
+
+
+class TestRedactURL:
+    @pytest.mark.parametrize(
+        ("template", "expected"),
+        [
+            ("https://bob:{v}@example.com/x", "https://bob:[REDACTED]@example.com/x"),
+            (
+                "postgres://app:{v}@db:5432/app?sslmode=require",
+                "postgres://app:[REDACTED]@db:5432/app?sslmode=require",
+            ),
+            ("redis://:{v}@cache:6379/0", "redis://:[REDACTED]@cache:6379/0"),
+            ("/cb?code=42&access_token={v}", "/cb?code=42&access_token=[REDACTED]"),
+            ("https://h/cb#id_token={v}&state=1", "https://h/cb#id_token=[REDACTED]&state=1"),
+            ("https://h/p?api%5Fkey={v}", "https://h/p?api%5Fkey=[REDACTED]"),
+            ("https://h/p?Password={v}&page=2", "https://h/p?Password=[REDACTED]&page=2"),
+        ],
+    )
+    def test_redact_url(self, redactor: Redactor, template: str, expected: str) -> None:
+        """Passwords and secret parameters are hidden; the rest is kept byte for byte."""
+        value = _rand(_ALNUM, 16)
+
+        assert redactor.redact_url(template.format(v=value)) == expected
+
+    def test_token_as_user_name(self, redactor: Redactor) -> None:
+        """A token used as the user name of a URL is hidden by its pattern."""
+        token = "gh" + "p_" + _rand(_ALNUM, 36)
+
+        assert redactor.redact_url(f"https://{token}@github.com/o/r.git") == (
+            "https://[REDACTED:github_token]@github.com/o/r.git"
+        )
+
+    def test_jwt_in_path_and_encoded_bearer_in_query(self, redactor: Redactor) -> None:
+        """Patterns are found in the path and in percent-encoded values."""
+        token = _jwt()
+        url = f"https://h/reset/{token}?next=Bearer%20{_rand(_ALNUM, 20)}"
+
+        assert (
+            redactor.redact_url(url)
+            == "https://h/reset/[REDACTED:jwt]?next=Bearer%20[REDACTED:bearer]"
+        )
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://example.com/items/42?page=2&sort=-name#top",
+            "http://[::1]:8080/a%20b?x=%2F&y",
+            "/relative/path?q=a+b&q=c",
+            "ssh://git@github.com/o/r.git",
+            "not a url at all",
+        ],
+    )
+    def test_benign_urls_are_unchanged(self, redactor: Redactor, url: str) -> None:
+        """A URL with nothing to hide is returned as the same object."""
+        assert redactor.redact_url(url) is url
+
+    def test_redact_query(self, redactor: Redactor) -> None:
+        """Secret parameters are hidden and a leading '?' kept."""
+        value = _rand(_ALNUM, 16)
+
+        assert redactor.redact_query(f"?page=2&token={value}&token=&x") == (
+            "?page=2&token=[REDACTED]&token=&x"
+        )
+
+
+class TestRedactHeaders:
+    def test_mapping(self, redactor: Redactor) -> None:
+        """Secret headers are hidden, others scanned, names kept as given."""
+        headers = {
+            "Authorization": "Bearer " + _rand(_ALNUM, 20),
+            "Cookie": "sid=" + _rand(_ALNUM, 20),
+            "X-Api-Key": _rand(_ALNUM, 20),
+            "Referer": "https://bob:" + _rand(_ALNUM, 12) + "@h/",
+            "Accept": "*/*",
+        }
+
+        assert redactor.redact_headers(headers) == {
+            "Authorization": REDACTED,
+            "Cookie": REDACTED,
+            "X-Api-Key": REDACTED,
+            "Referer": "https://bob:[REDACTED]@h/",
+            "Accept": "*/*",
+        }
+
+    def test_asgi_byte_pairs_and_repeats(self, redactor: Redactor) -> None:
+        """ASGI-style byte pairs are decoded and repeated names joined."""
+        headers = [
+            (b"set-cookie", b"a=" + _rand(_ALNUM, 10).encode()),
+            (b"set-cookie", b"b=" + _rand(_ALNUM, 10).encode()),
+            (b"accept", b"text/html"),
+            (b"accept", b"application/json"),
+        ]
+
+        assert redactor.redact_headers(headers) == {
+            "set-cookie": f"{REDACTED}, {REDACTED}",
+            "accept": "text/html, application/json",
+        }
+
+
+class TestModuleFunctions:
+    @pytest.mark.usefixtures("restore_redactor")
+    def test_set_and_get_redactor(self) -> None:
+        """set_redactor() changes the policy used by redact()."""
+        set_redactor(Redactor(extra_keys=["merchant_pin"]))
+
+        assert redact({"merchant_pin": 1}) == {"merchant_pin": REDACTED}
+        assert get_redactor().extra_keys == ("merchant_pin",)
+
+    def test_set_redactor_refuses_other_types(self) -> None:
+        """set_redactor() names what it got when it is not a Redactor."""
+        with pytest.raises(TypeError, match="needs a Redactor, got 'nope'"):
+            set_redactor("nope")  # type: ignore[arg-type]
+
+    def test_redact_attributes(self) -> None:
+        """Span attributes: secret keys, URLs, queries, strings and string lists."""
+        token = _rand(_ALNUM, 20)
+        attrs = {
+            "http.request.header.authorization": ("Bearer " + token,),
+            "url.full": f"https://a:{token}@h/p?token={token}",
+            "url.query": f"a=1&api_key={token}",
+            "db.statement": f"SELECT 1 -- password={token}",
+            "messages": ["Bearer " + token, "plain"],
+            "http.response.status_code": 200,
+            "enduser.id": None,
+        }
+
+        out = redact_attributes(attrs)
+
+        assert out == {
+            "http.request.header.authorization": REDACTED,
+            "url.full": "https://a:[REDACTED]@h/p?token=[REDACTED]",
+            "url.query": "a=1&api_key=[REDACTED]",
+            "db.statement": "SELECT 1 -- password=[REDACTED]",
+            "messages": ["Bearer [REDACTED:bearer]", "plain"],
+            "http.response.status_code": 200,
+            "enduser.id": None,
+        }
+        assert token not in orjson.dumps(out).decode()
+
+    def test_redact_attributes_fails_closed(self) -> None:
+        """Unreadable attributes give an empty dict rather than an exception."""
+        assert redact_attributes(_HostileMapping()) == {}
+
+
+# --------------------------------------------------------------------------- properties
+
+_SAFE_WORD = st.text(alphabet="abcdefghijklm", min_size=1, max_size=8)
+_FREE_TEXT = st.lists(_SAFE_WORD, max_size=6).map(" ".join)
+
+
+def _b64url(min_size: int) -> st.SearchStrategy[str]:
+    return st.text(alphabet=_B64URL, min_size=min_size, max_size=min_size + 30)
+
+
+@st.composite
+def _luhn_number(draw: st.DrawFn) -> str:
+    length = draw(st.integers(min_value=13, max_value=19))
+    body = draw(st.text(alphabet=string.digits, min_size=length - 1, max_size=length - 1))
+    number = body + _luhn_check_digit(body)
+    sep = draw(st.sampled_from(["", " ", "-"]))
+    return _grouped(number, sep) if length % 4 == 0 else number
+
+
+@st.composite
+def _api_key(draw: st.DrawFn) -> str:
+    prefix, alphabet, size = draw(
+        st.sampled_from(
+            [
+                ("AK" + "IA", string.ascii_uppercase + string.digits, 16),
+                ("sk" + "_live_", _ALNUM, 24),
+                ("rk" + "_test_", _ALNUM, 24),
+                ("gh" + "p_", _ALNUM, 36),
+                ("github" + "_pat_", _ALNUM, 40),
+                ("xo" + "xb-", _ALNUM + "-", 30),
+                ("AI" + "za", _B64URL, 35),
+                ("sk" + "-", _ALNUM, 40),
+                ("S" + "K", _HEX, 32),
+                ("np" + "m_", _ALNUM, 36),
+            ]
+        )
+    )
+    return prefix + draw(st.text(alphabet=alphabet, min_size=size, max_size=size))
+
+
+@st.composite
+def _secret(draw: st.DrawFn) -> tuple[str, str]:
+    """Draw (text to plant, core that must not survive)."""
+    choice = draw(st.integers(min_value=0, max_value=6))
+    # Every core carries "Q7", which the benign text (a-m only) can never contain.
+    if choice == 0:
+        core = "eyJ" + draw(_b64url(6)) + "Q7." + draw(_b64url(6)) + "." + draw(_b64url(10)) + "Q7"
+        return core, core
+    if choice == 1:
+        number = draw(_luhn_number())
+        return number, number
+    if choice == 2:
+        key = draw(_api_key())
+        return key, key
+    if choice == 3:
+        token = draw(_b64url(8)) + "Q7"
+        return f"{draw(st.sampled_from(['Bearer', 'bearer']))} {token}", token
+    if choice == 4:
+        password = draw(st.text(alphabet=_ALNUM, min_size=6, max_size=20)) + "Q7"
+        return f"https://user:{password}@host.example/path", password
+    if choice == 5:
+        raw = (
+            draw(st.text(alphabet=_ALNUM, min_size=3, max_size=10))
+            + ":"
+            + draw(st.text(alphabet=_ALNUM, min_size=6, max_size=20))
+        )
+        token = base64.b64encode(raw.encode()).decode()
+        return f"Basic {token}", token
+    body = draw(st.text(alphabet=_ALNUM, min_size=20, max_size=60)) + "Q7"
+    return f"-----BEGIN EC {'PRIVATE'} KEY-----\n{body}\n-----END EC {'PRIVATE'} KEY-----", body
+
+
+@st.composite
+def _secret_key_spelling(draw: st.DrawFn) -> str:
+    words = draw(
+        st.sampled_from(
+            [
+                ["password"],
+                ["user", "password"],
+                ["access", "token"],
+                ["refresh", "token"],
+                ["id", "token"],
+                ["api", "key"],
+                ["x", "api", "key"],
+                ["client", "secret"],
+                ["proxy", "authorization"],
+                ["set", "cookie"],
+                ["session", "id"],
+                ["private", "key"],
+                ["card", "number"],
+                ["csrf", "token"],
+                ["cvv"],
+                ["otp"],
+                ["iban"],
+                ["ssn"],
+            ]
+        )
+    )
+    sep = draw(st.sampled_from(["", "_", "-", ".", " "]))
+    cases = draw(
+        st.lists(
+            st.sampled_from([str.lower, str.upper, str.title]),
+            min_size=len(words),
+            max_size=len(words),
+        )
+    )
+    return sep.join(case(word) for case, word in zip(cases, words, strict=True))
+
+
+def _rendered(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+class TestRedactorProperties:
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(secret=_secret(), before=_FREE_TEXT, after=_FREE_TEXT)
+    def test_secret_in_free_text_never_survives(
+        self, secret: tuple[str, str], before: str, after: str
+    ) -> None:
+        """A generated secret inside free text is gone after redaction and rendering."""
+        planted, core = secret
+        event = {"message": f"{before} {planted} {after}".strip(), "list": [f"x {planted}"]}
+
+        out = redact(event)
+
+        assert core not in repr(out)
+        assert core not in _rendered(out)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        key=_secret_key_spelling(), value=st.text(min_size=1, max_size=30), depth=st.integers(0, 5)
+    )
+    def test_value_under_generated_key_spelling_never_survives(
+        self, key: str, value: str, depth: int
+    ) -> None:
+        """Any value under any spelling of a secret key is gone, at any depth."""
+        event: Any = {key: value + "Q7"}
+        for level in range(depth):
+            event = {f"level{level}": [event]} if level % 2 else {f"level{level}": event}
+
+        out = redact(event)
+
+        assert value + "Q7" not in repr(out)
+        assert (value + "Q7") not in _rendered(out)
+
+    @settings(max_examples=100, deadline=None)
+    @given(key=_secret_key_spelling(), secret=_secret())
+    def test_secret_in_json_string_never_survives(self, key: str, secret: tuple[str, str]) -> None:
+        """Secrets in JSON documents held in strings are gone, by key and by pattern."""
+        planted, core = secret
+        body = json.dumps({key: core, "note": planted, "n": [1, 2]})
+
+        out = redact({"body": body})
+
+        assert core not in _rendered(out)
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        number=st.text(alphabet=string.digits, min_size=15, max_size=15),
+        words=_FREE_TEXT,
+        count=st.integers(0, 10**12),
+    )
+    def test_benign_look_alikes_survive(self, number: str, words: str, count: int) -> None:
+        """Luhn-failing numbers and token_count-style keys survive untouched."""
+        failing = number + str((int(_luhn_check_digit(number)) + 1) % 10)
+        event = {
+            "token_count": count,
+            "max_tokens": count,
+            "author": words,
+            "passenger": words,
+            "message": f"{words} order {failing} {words}",
+        }
+
+        assert redact(event) is event
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        value=st.recursive(
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+            lambda children: (
+                st.lists(children, max_size=4)
+                | st.tuples(children, children)
+                | st.dictionaries(st.text(max_size=10), children, max_size=4)
+            ),
+            max_leaves=20,
+        )
+    )
+    def test_arbitrary_values_never_raise_or_mutate(self, value: Any) -> None:
+        """Any JSON-ish value is redacted without raising and without mutation."""
+        before = copy.deepcopy(value)
+
+        redact(value)
+
+        assert repr(value) == repr(before)
