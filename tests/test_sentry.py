@@ -285,3 +285,50 @@ class TestHooks:
         component.shutdown(1)
 
         assert not sentry.is_enabled()
+
+
+class TestLink:
+    def test_one_failure_links_span_log_and_sentry_event(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """One failure gives a span T, a JSON error log with T and one Sentry event with T."""
+        import logging
+
+        from kaleem_telemetry._setup import setup_telemetry
+        from kaleem_telemetry.decorators import instrument
+        from tests.receivers import OTLPReceiver
+
+        @instrument
+        def charge() -> None:
+            raise RuntimeError("card declined")
+
+        with OTLPReceiver("grpc") as receiver, SentryIngest() as ingest:
+            telemetry = setup_telemetry(
+                "kaleem-api",
+                otlp_traces_endpoint=receiver.endpoint,
+                otlp_protocol="grpc",
+                sentry_dsn=ingest.dsn,
+                log_format="json",
+            )
+            with (
+                context.telemetry_context(merchant_id="m-42"),
+                tracing.get_tracer().start_as_current_span("POST /charge"),
+            ):
+                try:
+                    charge()
+                except RuntimeError:
+                    logging.getLogger("app.payments").error("charge failed", exc_info=True)
+                    sentry.capture_exception()
+            telemetry.force_flush(10)
+            spans = receiver.wait_for(2)
+            events = ingest.wait_for_events(2, timeout=1)
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+        (log,) = [line for line in lines if line.get("event") == "charge failed"]
+        failed = next(s for s in spans if s.name.endswith("charge"))
+
+        assert len(events) == 1
+        assert log["trace_id"] == failed.trace_id
+        assert log["merchant_id"] == "m-42"
+        assert events[0]["contexts"]["trace"]["trace_id"] == failed.trace_id
+        assert events[0]["tags"]["merchant_id"] == "m-42"
+        assert failed.status_code == 2
