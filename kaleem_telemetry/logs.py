@@ -96,9 +96,15 @@ _PIPELINE = _Pipeline()
 
 
 class _StdoutLogger:
-    """Write rendered lines to the current ``sys.stdout``, one flushed line each."""
+    """Write rendered lines to the current ``sys.stdout``, one flushed line each.
 
-    __slots__ = ()
+    Its ``name`` is the ``logger`` key of the events logged through it.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "app") -> None:
+        self.name = name
 
     def msg(self, line: str) -> None:
         stream: TextIO = sys.stdout
@@ -114,8 +120,8 @@ class _StdoutLogger:
     debug = info = warning = warn = error = critical = exception = fatal = log = msg
 
 
-def _logger_factory(*_args: Any) -> _StdoutLogger:
-    return _StdoutLogger()
+def _logger_factory(*args: Any) -> _StdoutLogger:
+    return _StdoutLogger(str(args[0])) if args else _StdoutLogger()
 
 
 class _BridgeHandler(logging.Handler):
@@ -136,10 +142,11 @@ class _BridgeHandler(logging.Handler):
                 event_dict["stack_info"] = True
             method = record.levelname.lower()
             line = _PIPELINE.process(None, method, event_dict)
-            _StdoutLogger().msg(line)
+            _BRIDGE_WRITER.msg(line)
 
 
 _BRIDGE = _BridgeHandler()
+_BRIDGE_WRITER = _StdoutLogger("logging")
 _saved_root: tuple[list[logging.Handler], int] | None = None
 _saved_servers: dict[str, tuple[list[logging.Handler], bool, bool]] = {}
 
@@ -160,7 +167,9 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
         ``bind``, ...).
     """
     _ensure_structlog()
-    return structlog.get_logger(logger=name or "app", **initial_values)
+    # The name travels as a logger-factory argument: structlog reserves the
+    # ``logger`` keyword, and the shaper reads the name off the logger object.
+    return structlog.get_logger(name or "app", **initial_values)
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:

@@ -64,6 +64,11 @@ _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info", "_record", "_from_structlog"})
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
+_EVENT_CACHE: dict[str, str] = {}
+_EVENT_CACHE_SIZE = 4096
+_EVENT_CACHE_MAX_CHARS = 200
+_event_cache_owner: object = None
+
 _last_second = -1
 _last_prefix = ""
 
@@ -125,13 +130,13 @@ class EventShaper:
         self.environment = environment
         self.structure_exceptions = structure_exceptions
 
-    def __call__(self, _logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
+    def __call__(self, logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
         """Return a new event dict in the contract's shape; the input is not changed."""
         out: dict[str, Any] = {
             "timestamp": event_dict.get("timestamp") or format_timestamp(time.time()),
             "level": event_dict.get("level") or normalise_level(method_name),
             "event": _bounded_event(event_dict.get("event")),
-            "logger": event_dict.get("logger") or "root",
+            "logger": event_dict.get("logger") or getattr(logger, "name", None) or "root",
             "service": self.service,
             "environment": self.environment,
         }
@@ -225,13 +230,26 @@ def render_json(event_dict: Mapping[str, Any]) -> str:
 
 
 def _bounded_event(event: Any) -> Any:
+    global _event_cache_owner
     if event is None:
         return ""
-    if type(event) is str:
-        if len(event) > MAX_VALUE_CHARS:
-            event = _cut(event)
-        return get_redactor().redact_string(event)
-    return get_redactor().redact(_safe_str(event))
+    redactor = get_redactor()
+    if type(event) is not str:
+        return redactor.redact(_safe_str(event))
+    # Event names are mostly literals ("order_created"), so the redacted form of
+    # short ones is remembered, per redactor, in a bounded dict.
+    if redactor is not _event_cache_owner:
+        _EVENT_CACHE.clear()
+        _event_cache_owner = redactor
+    cached = _EVENT_CACHE.get(event)
+    if cached is not None:
+        return cached
+    if len(event) > MAX_VALUE_CHARS:
+        event = _cut(event)
+    redacted = redactor.redact_string(event)
+    if len(event) <= _EVENT_CACHE_MAX_CHARS and len(_EVENT_CACHE) < _EVENT_CACHE_SIZE:
+        _EVENT_CACHE[event] = redacted
+    return redacted
 
 
 def _cut(value: str) -> str:
