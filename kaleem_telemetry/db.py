@@ -1,0 +1,134 @@
+"""`track_db`: time a database operation into a histogram and a child span.
+
+Use it as a context manager or a decorator, on sync or async code::
+
+    with track_db("find", collection="orders", system="mongodb"):
+        orders = db.orders.find_one({"_id": order_id})
+
+    @track_db("insert", collection="orders", system="postgresql")
+    async def save(order: Order) -> None: ...
+
+Each operation observes ``database_query_duration_seconds{db_system, operation,
+collection, status}`` (``status`` is ``ok``, or ``error`` when the block raised)
+and runs inside a CLIENT span named ``"{operation} {collection}"`` from the
+``kaleem_telemetry`` tracer, with the OpenTelemetry database attributes. The
+block's exception is recorded on the span and re-raised unchanged. When the span
+is sampled (and not in multiprocess mode), its ``trace_id`` is the exemplar.
+
+Added in 0.1.0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from prometheus_client import CollectorRegistry
+
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.metrics import OperationTracker, get_metrics
+
+__all__ = ["DbTracker", "track_db"]
+
+_TRACER_NAME = "kaleem_telemetry"
+
+
+class DbTracker(OperationTracker):
+    """One tracked database operation; made by `track_db`.
+
+    Attributes:
+        span: The operation's span while the block runs, else None.
+    """
+
+    def __init__(
+        self, operation: str, collection: str, system: str, registry: CollectorRegistry | None
+    ) -> None:
+        self.operation = operation
+        self.collection = collection
+        self.system = system
+        self.registry = registry
+        self.span: Span | None = None
+        self._scope: contextlib.AbstractContextManager[Any] | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> DbTracker:
+        self._start()
+        return self
+
+    async def __aenter__(self) -> DbTracker:
+        self._start()
+        return self
+
+    def _copy(self) -> DbTracker:
+        return DbTracker(self.operation, self.collection, self.system, self.registry)
+
+    def _start(self) -> None:
+        with internal_errors("track_db start"):
+            tracer = trace.get_tracer(_TRACER_NAME)
+            span = tracer.start_span(
+                f"{self.operation} {self.collection}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "db.system.name": self.system,
+                    "db.system": self.system,
+                    "db.operation.name": self.operation,
+                    "db.collection.name": self.collection,
+                },
+            )
+            self._scope = trace.use_span(span, end_on_exit=False)
+            self._scope.__enter__()
+            self.span = span
+        self._started = time.perf_counter()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        elapsed = time.perf_counter() - self._started
+        with internal_errors("track_db finish"):
+            span, scope = self.span, self._scope
+            self.span = self._scope = None
+            exemplar = None
+            if span is not None:
+                if exc is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                context = span.get_span_context()
+                if context.trace_flags.sampled:
+                    exemplar = {"trace_id": format(context.trace_id, "032x")}
+                if scope is not None:
+                    scope.__exit__(None, None, None)
+                span.end()
+            metrics = get_metrics(self.registry)
+            if not metrics.exemplars_enabled:
+                exemplar = None
+            metrics.database_query_duration_seconds.labels(
+                self.system, self.operation, self.collection, "ok" if exc is None else "error"
+            ).observe(elapsed, exemplar)
+
+
+def track_db(
+    operation: str,
+    *,
+    collection: str,
+    system: str,
+    registry: CollectorRegistry | None = None,
+) -> DbTracker:
+    """Track a database operation: a histogram observation and a child span.
+
+    Works as ``with``, ``async with`` and as a decorator of sync or async
+    functions. Label values must be bounded: the operation name (``find``,
+    ``insert``, ``SELECT``), the collection or table, the system.
+
+    Args:
+        operation: The operation name, for example ``"find"`` or ``"SELECT"``.
+        collection: The collection or table name.
+        system: The database system (OpenTelemetry ``db.system.name``), for
+            example ``"mongodb"``, ``"postgresql"``, ``"redis"``, ``"qdrant"``.
+        registry: The registry to record into; the default is the process one.
+
+    Returns:
+        A tracker usable as a context manager (yielding itself, with ``.span``)
+        or as a decorator.
+    """
+    return DbTracker(operation, collection, system, registry)
