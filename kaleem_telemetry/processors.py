@@ -312,14 +312,16 @@ def _safe_repr(value: Any) -> str:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, BaseException):
-        return _safe_str(value)
+        return get_redactor().redact_string(_safe_str(value))
     if isinstance(value, set | frozenset):
         return list(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value[:MAX_VALUE_CHARS]).decode("utf-8", "replace")
     if isinstance(value, TracebackType):
         return "<traceback>"
-    return _safe_repr(value)
+    # The redactor leaves unknown objects alone (it never calls repr on them),
+    # so the text this fallback produces is redacted here.
+    return get_redactor().redact_string(_safe_repr(value))
 
 
 def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:

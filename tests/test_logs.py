@@ -384,3 +384,17 @@ def test_closed_stdout_does_not_raise(monkeypatch):
 
     monkeypatch.setattr(sys, "stdout", Closed())
     logs.get_logger().info("dropped")
+
+
+@pytest.mark.usefixtures("json_logs")
+def test_repr_of_unknown_objects_is_redacted(capsys):
+    """An object whose repr carries a credential URL is redacted when rendered."""
+    password = "pw" + str(id(capsys))
+
+    class Conn:
+        def __repr__(self) -> str:
+            return f"<Conn postgresql://app:{password}@db:5432/app>"
+
+    logs.get_logger().info("connected", conn=Conn())
+
+    assert password not in capsys.readouterr().out
