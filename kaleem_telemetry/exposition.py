@@ -68,12 +68,14 @@ def _authorized(token: str | None, authorization: str | None) -> bool:
 def _scrape_registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     if registry is not None:
         return registry
-    if _metrics.is_multiprocess():
+    path = _metrics.multiproc_dir()
+    if path is not None:
         # A registry per scrape, as prometheus_client recommends: the collector
-        # reads every worker's files each time, and this process's own in-memory
-        # collectors (process, platform) would be misleading for a whole server.
+        # reads every worker's files each time. The environment decides, not this
+        # process's value class: the scraping process (a gunicorn master, a
+        # sidecar) may never have created a metric itself.
         scrape = CollectorRegistry()
-        MultiProcessCollector(scrape)  # type: ignore[no-untyped-call]
+        MultiProcessCollector(scrape, path=path)  # type: ignore[no-untyped-call]
         return scrape
     return REGISTRY
 
