@@ -18,7 +18,7 @@ _LOCK = threading.Lock()
 
 
 @contextmanager
-def internal_errors(where: str) -> Iterator[None]:
+def internal_errors(where: str, *, reraise: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Run a hook body; log an exception it raises (rate-limited) and swallow it.
 
     This is the one place where a blind ``except Exception`` is allowed: a bug in
@@ -27,9 +27,13 @@ def internal_errors(where: str) -> Iterator[None]:
     Args:
         where: A short name of the hook, used in the log message and as the
             rate-limit key (one warning per ``where`` per minute).
+        reraise: Exception types that are the caller's to handle (a configuration
+            error must reach the user), re-raised instead of swallowed.
     """
     try:
         yield
+    except reraise:
+        raise
     except Exception:  # our own failure: the application must not see it.
         now = time.monotonic()
         with _LOCK:

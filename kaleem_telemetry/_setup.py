@@ -82,7 +82,9 @@ class Telemetry:
         Returns:
             ``True`` when every component flushed within the deadline.
         """
-        calls = [(name, c.force_flush) for name, c in self._components.items()]
+        calls: list[tuple[str, Callable[[float], object]]] = [
+            (name, c.force_flush) for name, c in self._components.items()
+        ]
         return _run_under_deadline("force_flush", calls, timeout)
 
     def shutdown(self, timeout: float = 5.0) -> bool:
@@ -223,12 +225,10 @@ def _component_steps() -> list[tuple[str, Callable[[TelemetryConfig], Component 
 def _run_step(
     name: str, configure: Callable[[TelemetryConfig], Component | None], config: TelemetryConfig
 ) -> Component | None:
-    try:
-        with internal_errors(f"setup of {name}"):
-            return configure(config)
-    except TelemetryConfigError:
-        raise
-    return None
+    component: Component | None = None
+    with internal_errors(f"setup of {name}", reraise=(TelemetryConfigError,)):
+        component = configure(config)
+    return component
 
 
 def _run_under_deadline(

@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
@@ -59,6 +59,8 @@ __all__ = [
     "inject_context",
     "install_propagators",
 ]
+
+HeadersT = TypeVar("HeadersT", bound=MutableMapping[str, Any])
 
 REQUEST_ID_HEADER = "x-request-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
@@ -106,9 +108,7 @@ def install_propagators() -> None:
     )
 
 
-def inject_context(
-    headers: MutableMapping[str, Any], *, enqueued_at: bool = False
-) -> MutableMapping[str, Any]:
+def inject_context(headers: HeadersT, *, enqueued_at: bool = False) -> HeadersT:
     """Write the trace context and the bound request context into ``headers``.
 
     Args:

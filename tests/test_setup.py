@@ -124,6 +124,14 @@ class TestSetupTelemetry:
         assert repr(value) in str(info.value)
         assert _setup.current() is None
 
+    def test_a_config_error_found_by_a_component_still_raises(self, monkeypatch, tmp_path):
+        """A setting a component rejects (a missing multiprocess dir) raises, naming it."""
+        missing = tmp_path / "does-not-exist"
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+
+        with pytest.raises(TelemetryConfigError, match="PROMETHEUS_MULTIPROC_DIR"):
+            kaleem_telemetry.setup_telemetry("svc")
+
     def test_collector_down_does_not_raise(self, monkeypatch):
         """Setup with an OTLP endpoint nobody listens on succeeds and shuts down quickly."""
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
