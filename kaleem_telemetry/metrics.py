@@ -219,6 +219,24 @@ class CappedFamily(Generic[M]):
         """The number of distinct admitted label sets (the ``"other"`` set excluded)."""
         return len(self._series)
 
+    def label_sets(self) -> list[tuple[str, ...]]:
+        """Return the admitted label sets (as strings)."""
+        with self._lock:
+            return sorted(self._series)
+
+    def remove(self, *values: Any) -> None:
+        """Remove one label set; not possible in multiprocess mode (prometheus_client).
+
+        Args:
+            *values: The label values of the set to remove.
+        """
+        key = tuple(str(v) for v in values)
+        with self._lock:
+            self._series.discard(key)
+            # Raw-value aliases of the set are rare; dropping the whole cache is simpler.
+            self._cache.clear()
+            self.metric.remove(*key)
+
     def clear(self) -> None:
         """Remove every child (and its series) from the family."""
         with self._lock:
@@ -598,6 +616,19 @@ def _validate_multiproc_dir(path: str) -> None:
         raise TelemetryConfigError(msg)
 
 
+def _set_app_info(metrics: TelemetryMetrics, key: tuple[str, str, str]) -> None:
+    family = metrics.app_info
+    for old in family.label_sets():
+        if old == key:
+            continue
+        if metrics.multiprocess:
+            # Files cannot drop a series; a zero says "no longer this version".
+            family.labels(*old).set(0)
+        else:
+            family.remove(*old)
+    family.labels(*key).set(1)
+
+
 def configure_metrics(cfg: TelemetryConfig) -> MetricsComponent:
     """Apply the metrics part of ``cfg`` to this process.
 
@@ -629,8 +660,7 @@ def configure_metrics(cfg: TelemetryConfig) -> MetricsComponent:
             _PROCESS_METRICS = None
     metrics = get_metrics()
     metrics.series_limit = cfg.metrics_series_limit
-    metrics.app_info.clear()
-    metrics.app_info.labels(cfg.service_name, cfg.version, cfg.environment).set(1)
+    _set_app_info(metrics, (cfg.service_name, cfg.version, cfg.environment))
     _TOKEN = cfg.metrics_token or None
     server = None
     if cfg.metrics_port is not None:
