@@ -1,0 +1,475 @@
+"""Shared helpers of the ASGI, WSGI and Django middleware.
+
+Everything a request costs twice is here once: the route-template normalisation
+(one form for every framework, cached), method and status labels, request ids,
+and `HttpRecorder`, which turns one finished request into its RED metrics, its
+span attributes and its access-log event.
+
+The per-request path is written for speed: label children are cached, header
+names are precomputed bytes, labels are looked up in dicts instead of built, and
+nothing is imported lazily once the first request has been served.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from kaleem_telemetry import _setup
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.logs import get_logger
+from kaleem_telemetry.metrics import get_metrics
+from kaleem_telemetry.redaction import get_redactor
+from kaleem_telemetry.tracing import get_tracer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from kaleem_telemetry.metrics import TelemetryMetrics
+
+__all__ = [
+    "ACCESS_LOGGER_NAME",
+    "ACTIVE_KEY",
+    "DEFAULT_EXCLUDED_PATHS",
+    "DEFAULT_REQUEST_ID_HEADER",
+    "ERROR_KEY",
+    "OTHER_METHOD",
+    "ROUTE_SCOPE_KEY",
+    "STANDARD_METHODS",
+    "UNMATCHED",
+    "HttpRecorder",
+    "RequestSettings",
+    "access_level",
+    "client_ip_from_scope",
+    "generate_request_id",
+    "normalise_method",
+    "request_id_or_new",
+    "route_template",
+    "status_label",
+]
+
+#: The methods recorded under their own name; any other becomes `OTHER_METHOD`.
+STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+OTHER_METHOD = "_OTHER"
+#: The ``route`` label of a request that matched no route.
+UNMATCHED = "unmatched"
+#: The paths the middleware never traces, logs or counts (DESIGN §9).
+DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
+DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
+#: The structlog logger name of the access event.
+ACCESS_LOGGER_NAME = "kaleem_telemetry.access"
+#: Scope/environ key where framework glue (Django) leaves the matched route template.
+ROUTE_SCOPE_KEY = "kaleem_telemetry.route"
+#: Scope/environ key where framework glue leaves an exception the framework handled.
+ERROR_KEY = "kaleem_telemetry.error"
+#: Scope/environ key set by the ASGI/WSGI middleware, so the Django middleware
+#: knows the request is already instrumented.
+ACTIVE_KEY = "kaleem_telemetry.active"
+
+_METHODS = {m: m for m in STANDARD_METHODS}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REQUEST_ID_BYTES = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_STATUS_LABELS = {code: str(code) for code in range(100, 600)}
+_TEMPLATE_CACHE: dict[str, str] = {}
+_TEMPLATE_CACHE_SIZE = 2048
+_CHILD_CACHE_SIZE = 4096
+# Starlette ``{name}``/``{name:int}``, Flask/Werkzeug ``<name>``/``<int:name>``/
+# ``<any(a,b):name>``, Django ``<name>``/``<int:name>``.
+_BRACE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")
+_ANGLE_PARAM = re.compile(r"<(?:[A-Za-z_][A-Za-z0-9_]*(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
+_REGEX_MARKERS = ("^", "$", "(?P<", "(?:", "\\d", "[")
+_EMPTY_CONTEXT = Context()
+_UUID_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID_VERSION_SET = (0x4000 << 64) | (0x8000 << 48)
+# ``random``'s module-level generator is reseeded in forked children by CPython,
+# so gunicorn workers forked from one master never share a request-id sequence.
+_getrandbits = random.getrandbits
+
+
+def normalise_method(method: str) -> str:
+    """Return ``method`` if it is a standard HTTP method, else ``"_OTHER"``.
+
+    Methods are case-sensitive (RFC 9110), so ``"get"`` is ``"_OTHER"``.
+
+    Args:
+        method: The request method as received.
+    """
+    return _METHODS.get(method, OTHER_METHOD)
+
+
+def status_label(status: int) -> str:
+    """Return the ``status_code`` label for ``status`` (a string, from a table)."""
+    label = _STATUS_LABELS.get(status)
+    return label if label is not None else str(status)
+
+
+def access_level(status: int) -> str:
+    """Return the access-log level for ``status``: error 5xx, warning 4xx, else info."""
+    if status >= 500:
+        return "error"
+    if status >= 400:
+        return "warning"
+    return "info"
+
+
+def generate_request_id() -> str:
+    """Return a new request id: 32 hex digits, shaped like a UUID4."""
+    value = (_getrandbits(128) & _UUID_VERSION_CLEAR) | _UUID_VERSION_SET
+    return f"{value:032x}"
+
+
+def request_id_or_new(value: str | bytes | None) -> str:
+    """Return ``value`` if it is an acceptable request id, else a new one.
+
+    Accepted ids match ``^[A-Za-z0-9._:-]{1,128}$`` (DESIGN §5), so a caller
+    cannot inject log lines, control characters or huge values.
+
+    Args:
+        value: The incoming header value (``str`` from WSGI, ``bytes`` from ASGI).
+    """
+    if value:
+        if isinstance(value, bytes):
+            if _REQUEST_ID_BYTES.fullmatch(value):
+                return value.decode("ascii")
+        elif _REQUEST_ID.fullmatch(value):
+            return value
+    return generate_request_id()
+
+
+def route_template(raw: str) -> str:
+    """Return the route template ``raw`` in the one form of DESIGN §3.
+
+    ``/items/{item_id:int}`` (Starlette), ``/items/<int:item_id>`` (Flask) and
+    ``items/<int:item_id>/`` (Django) all become ``/items/{item_id}`` (Django's
+    trailing slash is kept). Regular-expression routes (Django ``re_path``) keep
+    their pattern. Results are cached in a bounded dict.
+
+    Args:
+        raw: The framework's route template.
+    """
+    cached = _TEMPLATE_CACHE.get(raw)
+    if cached is not None:
+        return cached
+    template = _normalise_template(raw)
+    if len(_TEMPLATE_CACHE) < _TEMPLATE_CACHE_SIZE:
+        _TEMPLATE_CACHE[raw] = template
+    return template
+
+
+def _normalise_template(raw: str) -> str:
+    if any(marker in raw for marker in _REGEX_MARKERS):
+        return raw
+    template = raw
+    if "{" in template:
+        template = _BRACE_PARAM.sub(r"{\1}", template)
+    if "<" in template:
+        template = _ANGLE_PARAM.sub(r"{\1}", template)
+    if not template.startswith("/"):
+        template = "/" + template
+    return template
+
+
+def client_ip_from_scope(scope: Any) -> str | None:
+    """Return the peer address of an ASGI scope (``scope["client"][0]``), if known."""
+    client = scope.get("client")
+    if client:
+        host = client[0]
+        return host if isinstance(host, str) else None
+    return None
+
+
+class RequestSettings:
+    """The configuration-derived settings of one middleware, rebuilt when setup changes.
+
+    Attributes:
+        header_name: The request-id header name as configured (``X-Request-ID``).
+        header_key: Its lower-case ASGI form, as bytes.
+        environ_key: Its WSGI environ form (``HTTP_X_REQUEST_ID``).
+        trust_trace_headers: Whether incoming ``traceparent`` headers are trusted.
+        config: The live configuration, or ``None`` before setup.
+    """
+
+    __slots__ = ("config", "environ_key", "header_key", "header_name", "trust_trace_headers")
+
+    def __init__(self, header_name: str, config: Any) -> None:
+        self.header_name = header_name
+        self.header_key = header_name.lower().encode("latin-1")
+        self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
+        self.trust_trace_headers = bool(getattr(config, "trust_trace_headers", True))
+        self.config = config
+
+
+class HttpRecorder:
+    """Record finished requests: RED metrics, span end, access log, Sentry.
+
+    One instance belongs to one middleware instance. It holds only
+    configuration-derived state and caches (label children, settings); the
+    per-request values are passed in by the middleware.
+
+    Args:
+        registry: A Prometheus registry for the metrics; the process-wide
+            metrics (`kaleem_telemetry.metrics.get_metrics`) when ``None``.
+        request_id_header: The request-id header; the configured one
+            (``KALEEM_TELEMETRY_REQUEST_ID_HEADER``) when ``None``.
+        excluded_paths: Paths that are not traced, logged or counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry | None = None,
+        request_id_header: str | None = None,
+        excluded_paths: Iterable[str] = DEFAULT_EXCLUDED_PATHS,
+    ) -> None:
+        self.excluded = frozenset(excluded_paths)
+        self._registry = registry
+        self._header_override = request_id_header
+        self._settings: RequestSettings | None = None
+        self._settings_config: Any = _UNSET
+        self._metrics: TelemetryMetrics | None = None
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._progress: dict[str, Any] = {}
+        self._errors: dict[tuple[str, str, str, str], Any] = {}
+        self._ws_active: dict[str, Any] = {}
+        self._ws_messages: dict[tuple[str, str], Any] = {}
+        self.logger = get_logger(ACCESS_LOGGER_NAME)
+
+    # -- configuration ------------------------------------------------------------
+
+    def settings(self) -> RequestSettings:
+        """Return the settings for the live configuration (cached per config object)."""
+        live = _setup.current()
+        config = live.config if live is not None else None
+        settings = self._settings
+        if settings is None or config is not self._settings_config:
+            header = self._header_override or getattr(config, "request_id_header", None)
+            settings = RequestSettings(header or DEFAULT_REQUEST_ID_HEADER, config)
+            self._settings = settings
+            self._settings_config = config
+        return settings
+
+    def metrics(self) -> TelemetryMetrics:
+        """Return the metric families (and drop the child caches when they changed)."""
+        current = get_metrics(self._registry)
+        if current is not self._metrics:
+            self._reset_children()
+            self._metrics = current
+        return current
+
+    def _reset_children(self) -> None:
+        self._children = {}
+        self._progress = {}
+        self._errors = {}
+        self._ws_active = {}
+        self._ws_messages = {}
+
+    # -- metrics ------------------------------------------------------------------
+
+    def in_progress(self, method: str) -> Any:
+        """Return the ``http_requests_in_progress`` child for ``method``."""
+        metrics = self.metrics()
+        child = self._progress.get(method)
+        if child is None:
+            child = metrics.http_requests_in_progress.labels(method)
+            self._progress[method] = child
+        return child
+
+    def observe(
+        self, method: str, route: str, status: str, seconds: float, trace_id: str | None
+    ) -> None:
+        """Count one request and observe its duration (with an exemplar when sampled)."""
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            metrics = self.metrics()
+            children = (
+                metrics.http_requests_total.labels(method, route, status),
+                metrics.http_request_duration_seconds.labels(method, route, status),
+            )
+            if len(self._children) < _CHILD_CACHE_SIZE:
+                self._children[key] = children
+        children[0].inc()
+        if trace_id is None:
+            children[1].observe(seconds)
+        else:
+            children[1].observe(seconds, {"trace_id": trace_id})
+
+    def count_error(self, method: str, route: str, status: str, error_type: str) -> None:
+        """Increment ``http_errors_total`` for one failed request."""
+        key = (method, route, status, error_type)
+        child = self._errors.get(key)
+        if child is None:
+            child = self.metrics().http_errors_total.labels(method, route, status, error_type)
+            if len(self._errors) < _CHILD_CACHE_SIZE:
+                self._errors[key] = child
+        child.inc()
+
+    def websocket_active(self, route: str) -> Any:
+        """Return the ``websocket_connections_active`` child for ``route``."""
+        child = self._ws_active.get(route)
+        if child is None:
+            child = self.metrics().websocket_connections_active.labels(route)
+            if len(self._ws_active) < _CHILD_CACHE_SIZE:
+                self._ws_active[route] = child
+        return child
+
+    def websocket_message(self, route: str, direction: str) -> None:
+        """Count one WebSocket message in ``direction`` (``"in"`` or ``"out"``)."""
+        key = (route, direction)
+        child = self._ws_messages.get(key)
+        if child is None:
+            child = self.metrics().websocket_messages_total.labels(route, direction)
+            if len(self._ws_messages) < _CHILD_CACHE_SIZE:
+                self._ws_messages[key] = child
+        child.inc()
+
+    # -- spans ----------------------------------------------------------------------
+
+    def start_span(
+        self,
+        settings: RequestSettings,
+        method: str,
+        raw_method: str,
+        path: str,
+        query: str,
+        client_ip: str | None,
+        user_agent: str | None,
+        carrier: Any,
+    ) -> Any:
+        """Start the SERVER span of a request (named after the method until routed).
+
+        Args:
+            settings: The middleware settings (trace-header trust policy).
+            method: The normalised method.
+            raw_method: The method as received (kept when it is ``_OTHER``).
+            path: ``url.path``.
+            query: The raw query string; stored redacted as ``url.query``.
+            client_ip: ``client.address``.
+            user_agent: ``user_agent.original``.
+            carrier: The request headers when they carry trace context, else
+                ``None`` (the span then starts a new trace).
+
+        Returns:
+            The span (non-recording when tracing is off or not sampled).
+        """
+        parent: Context = _EMPTY_CONTEXT
+        links: Any = None
+        if carrier is not None:
+            with internal_errors("trace context extraction"):
+                from kaleem_telemetry.propagation import extract_server_context
+
+                parent, links = extract_server_context(carrier, trust=settings.trust_trace_headers)
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path}
+        if method == OTHER_METHOD:
+            attributes["http.request.method_original"] = raw_method
+        if query:
+            attributes["url.query"] = get_redactor().redact_query(query)
+        if client_ip:
+            attributes["client.address"] = client_ip
+        if user_agent:
+            attributes["user_agent.original"] = user_agent
+        return get_tracer().start_span(
+            method if method != OTHER_METHOD else "HTTP",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            links=links,
+        )
+
+    # -- the end of a request ---------------------------------------------------------
+
+    def finish(
+        self,
+        span: Any,
+        method: str,
+        route: str,
+        path: str,
+        status: int,
+        duration_ns: int,
+        client_ip: str | None,
+        request_id: str,
+        error: BaseException | None,
+    ) -> None:
+        """Record a finished request: span, metrics, error count, Sentry, access log.
+
+        Must run while the request's context (span and bound values) is still
+        current, so the log line and the Sentry event carry them. Never raises.
+
+        Args:
+            span: The request's span (ended here).
+            method: The normalised method label.
+            route: The route template label.
+            path: The raw path (log only, never a label).
+            status: The response status (499 for a client that went away).
+            duration_ns: Request duration in nanoseconds.
+            client_ip: The peer address.
+            request_id: The request id.
+            error: The application's exception, or ``None``.
+        """
+        with internal_errors("http request telemetry"):
+            status_text = status_label(status)
+            seconds = duration_ns / 1e9
+            trace_id: str | None = None
+            recording = span.is_recording()
+            error_type: str | None = None
+            if error is not None:
+                error_type = type(error).__qualname__
+            elif status >= 500:
+                error_type = status_text
+            if recording:
+                label = "HTTP" if method == OTHER_METHOD else method
+                span.update_name(label if route == UNMATCHED else f"{label} {route}")
+                if error_type is None:
+                    span.set_attributes({"http.route": route, "http.response.status_code": status})
+                else:
+                    span.set_attributes(
+                        {
+                            "http.route": route,
+                            "http.response.status_code": status,
+                            "error.type": error_type,
+                        }
+                    )
+                    if error is not None:
+                        span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, error_type))
+                span_context = span.get_span_context()
+                if span_context.trace_flags.sampled:
+                    trace_id = f"{span_context.trace_id:032x}"
+            if error is not None:
+                self._report(error, span, route, method)
+            self.observe(method, route, status_text, seconds, trace_id)
+            if error_type is not None:
+                self.count_error(method, route, status_text, error_type)
+            log = getattr(self.logger, access_level(status))
+            log(
+                "http_request",
+                method=method,
+                route=route,
+                path=path,
+                status_code=status,
+                duration_ms=round(duration_ns / 1e6, 3),
+                client_ip=client_ip,
+                request_id=request_id,
+            )
+        span.end()
+
+    def _report(self, error: BaseException, span: Any, route: str, method: str) -> None:
+        with internal_errors("sentry capture from middleware"):
+            from kaleem_telemetry import sentry, tracing
+
+            tracing.remember_span(error, span)
+            sentry.capture_exception(error, route=route, method=method)
+
+
+class _Unset:
+    __slots__ = ()
+
+
+_UNSET: Any = _Unset()
