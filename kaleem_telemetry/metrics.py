@@ -238,7 +238,7 @@ class CappedFamily(Generic[M]):
             self.metric.remove(*key)
 
     def clear(self) -> None:
-        """Remove every child (and its series) from the family."""
+        """Remove every child (and its series) from the family; in-memory mode only."""
         with self._lock:
             self._cache.clear()
             self._series.clear()
