@@ -170,19 +170,25 @@ def _instrument_starlette(app: Any, options: dict[str, Any], endpoints: bool) ->
 
 
 def _instrument_flask(app: Any, options: dict[str, Any], endpoints: bool) -> None:
-    from flask import got_request_exception
+    from flask import got_request_exception, request, request_started
 
-    from kaleem_telemetry._http import ERROR_KEY
+    from kaleem_telemetry._http import ERROR_KEY, ROUTE_SCOPE_KEY
     from kaleem_telemetry.wsgi import TelemetryMiddleware
 
-    def remember(sender: Any, exception: BaseException, **extra: Any) -> None:
-        from flask import request
+    def stamp(sender: Any, **extra: Any) -> None:
+        # Flask has matched the URL when it sends request_started, and drops the
+        # request object from the environ when the request ends: keep the rule.
+        rule = request.url_rule
+        if rule is not None:
+            request.environ[ROUTE_SCOPE_KEY] = rule.rule
 
+    def remember(sender: Any, exception: BaseException, **extra: Any) -> None:
         request.environ[ERROR_KEY] = exception
 
     # Flask turns an unhandled exception into a 500 page inside wsgi_app; the
-    # signal is the public way to see it. weak=False: `remember` is a closure
-    # that only the signal holds.
+    # signal is the public way to see it. weak=False: the receivers are closures
+    # that only the signals hold.
+    request_started.connect(stamp, app, weak=False)
     got_request_exception.connect(remember, app, weak=False)
     served = _wsgi_endpoints(options["registry"]) if endpoints else {}
     app.wsgi_app = TelemetryMiddleware(app.wsgi_app, endpoints=served, **options)
