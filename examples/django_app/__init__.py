@@ -1,0 +1,1 @@
+"""A minimal runnable Django project instrumented with kaleem-telemetry (see run.py)."""
