@@ -239,7 +239,9 @@ class HttpRecorder:
         self._errors: dict[tuple[str, str, str, str], Any] = {}
         self._ws_active: dict[str, Any] = {}
         self._ws_messages: dict[tuple[str, str], Any] = {}
-        self.logger = get_logger(ACCESS_LOGGER_NAME)
+        # The concrete bound logger, not the lazy proxy: it writes through the
+        # one pipeline object that setup_telemetry() reconfigures in place.
+        self.logger = get_logger(ACCESS_LOGGER_NAME).bind()
 
     # -- configuration ------------------------------------------------------------
 
@@ -342,8 +344,13 @@ class HttpRecorder:
         client_ip: str | None,
         user_agent: str | None,
         carrier: Any,
+        request_id: str | None = None,
     ) -> Any:
         """Start the SERVER span of a request (named after the method until routed).
+
+        Call it before binding the request context: the request id is passed
+        here, so the span processor that copies the bound context onto new
+        spans has nothing left to do.
 
         Args:
             settings: The middleware settings (trace-header trust policy).
@@ -355,6 +362,7 @@ class HttpRecorder:
             user_agent: ``user_agent.original``.
             carrier: The request headers when they carry trace context, else
                 ``None`` (the span then starts a new trace).
+            request_id: ``request.id``.
 
         Returns:
             The span (non-recording when tracing is off or not sampled).
@@ -375,6 +383,8 @@ class HttpRecorder:
             attributes["client.address"] = client_ip
         if user_agent:
             attributes["user_agent.original"] = user_agent
+        if request_id is not None:
+            attributes["request.id"] = request_id
         return get_tracer().start_span(
             method if method != OTHER_METHOD else "HTTP",
             context=parent,

@@ -40,8 +40,6 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
-from kaleem_telemetry._http import DEFAULT_EXCLUDED_PATHS
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
@@ -49,7 +47,11 @@ __all__ = ["HEALTH_LIVE_PATH", "HEALTH_READY_PATH", "METRICS_PATH", "instrument_
 
 _LOGGER = logging.getLogger(__name__)
 
-METRICS_PATH, HEALTH_LIVE_PATH, HEALTH_READY_PATH = DEFAULT_EXCLUDED_PATHS
+# The same paths as kaleem_telemetry._http.DEFAULT_EXCLUDED_PATHS, spelled out so
+# that importing this module (the package root does) stays cheap.
+METRICS_PATH = "/metrics"
+HEALTH_LIVE_PATH = "/health/live"
+HEALTH_READY_PATH = "/health/ready"
 _MARK = "_kaleem_telemetry_instrumented"
 
 

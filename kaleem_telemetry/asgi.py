@@ -154,8 +154,6 @@ class TelemetryMiddleware:
         client_ip = client_ip_from_scope(scope)
         scope[ACTIVE_KEY] = True
 
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
         span = recorder.start_span(
             settings,
             method,
@@ -165,7 +163,10 @@ class TelemetryMiddleware:
             client_ip,
             user_agent.decode("latin-1") if user_agent else None,
             headers if traced else None,
+            request_id,
         )
+        bound = telemetry_context(request_id=request_id)
+        bound.__enter__()
         token = otel_context.attach(trace.set_span_in_context(span))
         progress = recorder.in_progress(method)
         progress.inc()

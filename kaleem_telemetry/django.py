@@ -165,8 +165,6 @@ class TelemetryMiddleware:
         client_ip = meta.get("REMOTE_ADDR") or None
         carrier = {name: meta[key] for key, name in _TRACE_META if key in meta} or None
         store[ACTIVE_KEY] = True
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
         span = recorder.start_span(
             settings,
             method,
@@ -176,7 +174,10 @@ class TelemetryMiddleware:
             client_ip,
             meta.get("HTTP_USER_AGENT"),
             carrier,
+            request_id,
         )
+        bound = telemetry_context(request_id=request_id)
+        bound.__enter__()
         token = otel_context.attach(trace.set_span_in_context(span))
         recorder.in_progress(method).inc()
         return (start, method, request_id, client_ip, bound, span, token, settings.header_name)

@@ -116,8 +116,6 @@ class TelemetryMiddleware:
                     carrier = {}
                 carrier[name] = value
 
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
         span = recorder.start_span(
             settings,
             method,
@@ -127,7 +125,10 @@ class TelemetryMiddleware:
             client_ip,
             environ.get("HTTP_USER_AGENT"),
             carrier,
+            request_id,
         )
+        bound = telemetry_context(request_id=request_id)
+        bound.__enter__()
         token = otel_context.attach(trace.set_span_in_context(span))
         progress = recorder.in_progress(method)
         progress.inc()
