@@ -17,14 +17,18 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kaleem_telemetry import _setup
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.logs import get_logger
+from kaleem_telemetry.context import telemetry_context
+from kaleem_telemetry.logs import ACCESS_LOGGER, get_logger
 from kaleem_telemetry.metrics import get_metrics
 from kaleem_telemetry.redaction import get_redactor
+from kaleem_telemetry.sentry import request_scope as sentry_request_scope
 from kaleem_telemetry.tracing import get_tracer
 
 if TYPE_CHECKING:
@@ -43,6 +47,7 @@ __all__ = [
     "STANDARD_METHODS",
     "UNMATCHED",
     "HttpRecorder",
+    "RequestScope",
     "RequestSettings",
     "access_level",
     "client_ip_from_scope",
@@ -64,7 +69,7 @@ UNMATCHED = "unmatched"
 DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 #: The structlog logger name of the access event.
-ACCESS_LOGGER_NAME = "kaleem_telemetry.access"
+ACCESS_LOGGER_NAME = ACCESS_LOGGER
 #: Scope/environ key where framework glue (Django) leaves the matched route template.
 ROUTE_SCOPE_KEY = "kaleem_telemetry.route"
 #: Scope/environ key where framework glue leaves an exception the framework handled.
@@ -204,6 +209,37 @@ class RequestSettings:
         self.environ_key = "HTTP_" + header_name.upper().replace("-", "_")
         self.trust_trace_headers = bool(getattr(config, "trust_trace_headers", True))
         self.config = config
+
+
+class RequestScope:
+    """What one request binds while it runs: its context values, its span, its Sentry scope.
+
+    Entered when the request starts and closed exactly once when it is recorded,
+    by the ASGI, WSGI and Django middleware alike. The Sentry isolation scope
+    keeps one request's breadcrumbs and tags out of every other request's
+    reports; it costs nothing when Sentry is off.
+
+    Args:
+        span: The request's server span, made current.
+        request_id: The request id, bound as ``request_id``.
+    """
+
+    __slots__ = ("_bound", "_isolation", "_token")
+
+    def __init__(self, span: Any, request_id: str) -> None:
+        self._bound = telemetry_context(request_id=request_id)
+        self._bound.__enter__()
+        self._isolation = sentry_request_scope()
+        if self._isolation is not None:
+            self._isolation.__enter__()
+        self._token = otel_context.attach(trace.set_span_in_context(span))
+
+    def close(self) -> None:
+        """Restore what was current before the request."""
+        otel_context.detach(self._token)
+        if self._isolation is not None:
+            self._isolation.__exit__(None, None, None)
+        self._bound.__exit__(None, None, None)
 
 
 class HttpRecorder:

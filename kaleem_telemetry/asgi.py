@@ -41,9 +41,6 @@ from collections.abc import Iterable, Mapping
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._http import (
     ACTIVE_KEY,
@@ -52,6 +49,7 @@ from kaleem_telemetry._http import (
     ROUTE_SCOPE_KEY,
     UNMATCHED,
     HttpRecorder,
+    RequestScope,
     client_ip_from_scope,
     normalise_method,
     request_id_or_new,
@@ -165,9 +163,7 @@ class TelemetryMiddleware:
             headers if traced else None,
             request_id,
         )
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        request_scope = RequestScope(span, request_id)
         progress = recorder.in_progress(method)
         progress.inc()
 
@@ -245,8 +241,7 @@ class TelemetryMiddleware:
                 request_id,
                 error,
             )
-            otel_context.detach(token)
-            bound.__exit__(None, None, None)
+            request_scope.close()
 
     async def _untraced(
         self, scope: Scope, receive: Receive, send: Send, path: str, root_path: str

@@ -31,20 +31,17 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from time import perf_counter_ns
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
 from kaleem_telemetry._http import (
     ACTIVE_KEY,
     ERROR_KEY,
     ROUTE_SCOPE_KEY,
     UNMATCHED,
     HttpRecorder,
+    RequestScope,
     normalise_method,
     request_id_or_new,
     route_template,
 )
-from kaleem_telemetry.context import telemetry_context
 
 __all__ = ["TelemetryMiddleware", "record_exception", "stamp_route"]
 
@@ -176,14 +173,12 @@ class TelemetryMiddleware:
             carrier,
             request_id,
         )
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        request_scope = RequestScope(span, request_id)
         recorder.in_progress(method).inc()
-        return (start, method, request_id, client_ip, bound, span, token, settings.header_name)
+        return (start, method, request_id, client_ip, request_scope, span, settings.header_name)
 
     def _respond(self, request: Any, state: tuple[Any, ...], response: Any) -> Any:
-        response[state[7]] = state[2]
+        response[state[6]] = state[2]
         glued = _store(request).get(ERROR_KEY)
         error = glued if isinstance(glued, BaseException) else None
         self._finish(request, state, response.status_code, error)
@@ -192,7 +187,7 @@ class TelemetryMiddleware:
     def _finish(
         self, request: Any, state: tuple[Any, ...], status: int, error: BaseException | None
     ) -> None:
-        start, method, request_id, client_ip, bound, span, token, _header = state
+        start, method, request_id, client_ip, request_scope, span, _header = state
         route = stamp_route(request)
         try:
             self._recorder.in_progress(method).dec()
@@ -208,5 +203,4 @@ class TelemetryMiddleware:
                 error,
             )
         finally:
-            otel_context.detach(token)
-            bound.__exit__(None, None, None)
+            request_scope.close()

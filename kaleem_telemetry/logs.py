@@ -32,12 +32,16 @@ if TYPE_CHECKING:
     from kaleem_telemetry.config import TelemetryConfig
 
 __all__ = [
+    "ACCESS_LOGGER",
     "LogTap",
     "add_tap",
     "configure_logging",
     "get_logger",
     "reset_for_tests",
 ]
+
+#: The logger name of the web middleware's one-per-request ``http_request`` event.
+ACCESS_LOGGER = "kaleem_telemetry.access"
 
 #: A function that sees every emitted event (shaped and redacted) and its exc_info.
 LogTap = Callable[[Mapping[str, Any], Any], None]

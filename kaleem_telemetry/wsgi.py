@@ -28,9 +28,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
 from kaleem_telemetry._http import (
     ACTIVE_KEY,
     DEFAULT_EXCLUDED_PATHS,
@@ -38,11 +35,11 @@ from kaleem_telemetry._http import (
     ROUTE_SCOPE_KEY,
     UNMATCHED,
     HttpRecorder,
+    RequestScope,
     normalise_method,
     request_id_or_new,
     route_template,
 )
-from kaleem_telemetry.context import telemetry_context
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -127,13 +124,11 @@ class TelemetryMiddleware:
             carrier,
             request_id,
         )
-        bound = telemetry_context(request_id=request_id)
-        bound.__enter__()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        request_scope = RequestScope(span, request_id)
         progress = recorder.in_progress(method)
         progress.inc()
         request = _Request(
-            recorder, environ, span, method, path, client_ip, request_id, start, token, bound
+            recorder, environ, span, method, path, client_ip, request_id, start, request_scope
         )
         rid_header = (settings.header_name, request_id)
 
@@ -161,7 +156,6 @@ class _Request:
     """The per-request state, finished exactly once (exhaustion, error or close)."""
 
     __slots__ = (
-        "bound",
         "client_ip",
         "done",
         "environ",
@@ -170,10 +164,10 @@ class _Request:
         "progress",
         "recorder",
         "request_id",
+        "scope",
         "span",
         "start",
         "status",
-        "token",
     )
 
     def __init__(
@@ -186,8 +180,7 @@ class _Request:
         client_ip: str | None,
         request_id: str,
         start: int,
-        token: Any,
-        bound: Any,
+        scope: RequestScope,
     ) -> None:
         self.recorder = recorder
         self.environ = environ
@@ -197,8 +190,7 @@ class _Request:
         self.client_ip = client_ip
         self.request_id = request_id
         self.start = start
-        self.token = token
-        self.bound = bound
+        self.scope = scope
         self.status = 0
         self.done = False
 
@@ -228,8 +220,7 @@ class _Request:
                 error,
             )
         finally:
-            otel_context.detach(self.token)
-            self.bound.__exit__(None, None, None)
+            self.scope.close()
 
 
 class _ResponseBody:

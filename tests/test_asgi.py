@@ -593,3 +593,29 @@ def _scope(path: str, *, kind: str = "http") -> dict[str, Any]:
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
+
+
+class TestSentryIsolation:
+    async def test_breadcrumbs_do_not_cross_requests(self, registry, captured):
+        """A log line of one request never shows up in another request's Sentry event."""
+        from kaleem_telemetry.logs import get_logger
+
+        async def chatty(request: Request) -> PlainTextResponse:
+            get_logger("shop").warning("merchant_a_detail", merchant="m-a")
+            return PlainTextResponse("ok")
+
+        async def failing(request: Request) -> PlainTextResponse:
+            get_logger("shop").warning("merchant_b_detail", merchant="m-b")
+            raise Boom("kaboom")
+
+        app = Starlette(routes=[Route("/a", chatty), Route("/b", failing)])
+        wrapped = TelemetryMiddleware(app, registry=registry)
+        transport = httpx.ASGITransport(app=wrapped, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await client.get("/a")
+            await client.get("/b")
+
+        [event] = captured.sentry_events
+        crumbs = [c.get("message") for c in event.get("breadcrumbs", {}).get("values", [])]
+        assert "merchant_b_detail" in crumbs
+        assert "merchant_a_detail" not in crumbs

@@ -7,6 +7,7 @@ from kaleem_telemetry.testing import capture_telemetry
 
 @instrument
 def checkout(merchant_id: str) -> str:
+    """Check out one basket: the instrumented function under test."""
     bind_context(merchant_id=merchant_id)
     get_logger("shop").info("checked_out", password="hunter2-secret")
     return "ok"
@@ -76,7 +77,7 @@ class TestCaptureTelemetry:
 
 class TestFixture:
     def test_fixture_captures(self, telemetry_capture):
-        """The telemetry_capture fixture from the pytest plugin captures like the context manager."""
+        """The telemetry_capture fixture captures like the context manager."""
         checkout("m-6")
 
         assert telemetry_capture.events("checked_out")[0]["merchant_id"] == "m-6"
