@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from kaleem_telemetry import _setup
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import telemetry_context
-from kaleem_telemetry.logs import ACCESS_LOGGER, get_logger
+from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
 from kaleem_telemetry.metrics import get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import request_scope as sentry_request_scope
@@ -70,6 +70,11 @@ DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 #: The structlog logger name of the access event.
 ACCESS_LOGGER_NAME = ACCESS_LOGGER
+#: Access-event keys whose values the middleware makes itself (a normalised
+#: method, the application's route template, numbers): the redactor skips them.
+#: The path, the client address and the request id come from the request and
+#: are redacted like any value.
+_ACCESS_TRUSTED = frozenset({"method", "route", "status_code", "duration_ms"})
 #: Scope/environ key where framework glue (Django) leaves the matched route template.
 ROUTE_SCOPE_KEY = "kaleem_telemetry.route"
 #: Scope/environ key where framework glue leaves an exception the framework handled.
@@ -275,9 +280,6 @@ class HttpRecorder:
         self._errors: dict[tuple[str, str, str, str], Any] = {}
         self._ws_active: dict[str, Any] = {}
         self._ws_messages: dict[tuple[str, str], Any] = {}
-        # The concrete bound logger, not the lazy proxy: it writes through the
-        # one pipeline object that setup_telemetry() reconfigures in place.
-        self.logger = get_logger(ACCESS_LOGGER_NAME).bind()
 
     # -- configuration ------------------------------------------------------------
 
@@ -493,16 +495,20 @@ class HttpRecorder:
             self.observe(method, route, status_text, seconds, trace_id)
             if error_type is not None:
                 self.count_error(method, route, status_text, error_type)
-            log = getattr(self.logger, access_level(status))
-            log(
+            emit_event(
+                ACCESS_LOGGER,
+                access_level(status),
                 "http_request",
-                method=method,
-                route=route,
-                path=path,
-                status_code=status,
-                duration_ms=round(duration_ns / 1e6, 3),
-                client_ip=client_ip,
-                request_id=request_id,
+                {
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status_code": status,
+                    "duration_ms": round(duration_ns / 1e6, 3),
+                    "client_ip": client_ip,
+                    "request_id": request_id,
+                },
+                trusted=_ACCESS_TRUSTED,
             )
         span.end()
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import structlog
 
 from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry.processors import TRUSTED_KEY as _TRUSTED_KEY
 from kaleem_telemetry.processors import EventShaper, render_json
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "LogTap",
     "add_tap",
     "configure_logging",
+    "emit_event",
     "get_logger",
     "reset_for_tests",
 ]
@@ -151,6 +153,7 @@ class _BridgeHandler(logging.Handler):
 
 _BRIDGE = _BridgeHandler()
 _BRIDGE_WRITER = _StdoutLogger("logging")
+_EVENT_WRITER = _StdoutLogger("event")
 _saved_root: tuple[list[logging.Handler], int] | None = None
 _saved_servers: dict[str, tuple[list[logging.Handler], bool, bool]] = {}
 
@@ -174,6 +177,38 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
     # The name travels as a logger-factory argument: structlog reserves the
     # ``logger`` keyword, and the shaper reads the name off the logger object.
     return structlog.get_logger(name or "app", **initial_values)
+
+
+def emit_event(
+    logger_name: str,
+    level: str,
+    event: str,
+    fields: Mapping[str, Any],
+    *,
+    trusted: frozenset[str] = frozenset(),
+) -> None:
+    """Emit one event through the pipeline without a structlog logger.
+
+    For hot paths that log once per request (the middleware's access event): it
+    skips structlog's bound-logger machinery, and the redactor skips the
+    ``trusted`` keys, whose values the caller produced itself (a status code, a
+    route template), never copied from a request.
+
+    Args:
+        logger_name: The ``logger`` key.
+        level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
+        event: The ``event`` key.
+        fields: The event's own keys.
+        trusted: Keys of ``fields`` the redactor need not see.
+    """
+    pipeline = _PIPELINE
+    if _LEVELS.get(level, logging.INFO) < pipeline.level:
+        return
+    event_dict: dict[str, Any] = {"event": event, "logger": logger_name, **fields}
+    if trusted:
+        event_dict[_TRUSTED_KEY] = trusted
+    with internal_errors("log event"):
+        _EVENT_WRITER.msg(pipeline.process(None, level, event_dict))
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:

@@ -567,10 +567,15 @@ class _SpanRouter(SpanProcessor):
         return old
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        with internal_errors("span context attributes"):
+        # Runs for every span: a plain try costs nothing until something raises,
+        # where entering internal_errors() would cost a generator per span.
+        try:
             attributes = span_attributes()
             if attributes:
                 span.set_attributes(attributes)
+        except Exception:
+            with internal_errors("span context attributes"):
+                raise
         for processor in self._extra:
             processor.on_start(span, parent_context)
 

@@ -398,3 +398,31 @@ def test_repr_of_unknown_objects_is_redacted(capsys):
     logs.get_logger().info("connected", conn=Conn())
 
     assert password not in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestEmitEvent:
+    def test_untrusted_fields_are_redacted_and_trusted_ones_kept(self, capsys):
+        """emit_event() redacts every field except the trusted ones, in order."""
+        token = "tok" + "y" * 20 + str(id(self))
+        logs.emit_event(
+            "kaleem_telemetry.access",
+            "warning",
+            "http_request",
+            {"route": "/items/{item_id}", "path": f"/reset?token={token}", "status_code": 404},
+            trusted=frozenset({"route", "status_code"}),
+        )
+
+        [line] = _lines(capsys)
+        assert line["logger"] == "kaleem_telemetry.access"
+        assert line["level"] == "warning"
+        assert list(line)[6:] == ["route", "path", "status_code"]
+        assert line["route"] == "/items/{item_id}"
+        assert token not in line["path"]
+        assert "_kaleem_trusted" not in line
+
+    def test_below_the_level_nothing_is_emitted(self, capsys):
+        """emit_event() honours the configured level."""
+        logs.emit_event("x", "debug", "hidden", {})
+
+        assert _lines(capsys) == []
