@@ -1,205 +1,87 @@
-"""The kaleem-telemetry demo: a FastAPI service that telemeters itself.
+"""A FastAPI service instrumented with kaleem-telemetry: the code you write in your own service.
 
-Run it::
+Serve it as you would in production (from the repository root)::
 
-    python examples/fastapi_app.py                 # serves 10 s, then stops
-    python examples/fastapi_app.py --duration 0    # serves until Ctrl-C
-    PORT=8000 python examples/fastapi_app.py
+    uvicorn examples.fastapi_app:app
 
-It starts uvicorn on 127.0.0.1, sends itself some traffic (path parameters, a
-database query and a cache, a failing route, a streamed response, a WebSocket),
-then keeps serving ``/metrics``, ``/health/live`` and ``/health/ready``. Logs are
-JSON lines on stdout (one ``http_request`` event per request); spans go to stderr
-(console exporter) unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, in which case
-they go over OTLP. The database is SQLite in memory (stdlib ``sqlite3``), so the
-demo needs no server.
+or let it serve itself on 127.0.0.1, send itself a few requests and stop::
 
-Needs ``pip install 'kaleem-telemetry[fastapi]' uvicorn``.
+    python examples/fastapi_app.py --duration 5
+
+Logs are JSON lines on stdout, spans go to stderr (console exporter) unless
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and ``/metrics``, ``/health/live`` and
+``/health/ready`` are served next to the routes. Needs
+``pip install 'kaleem-telemetry[fastapi]' uvicorn``.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
-import socket
-import sqlite3
-import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
-import uvicorn
-from fastapi import FastAPI, HTTPException, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, HTTPException
 
 from kaleem_telemetry import (
     bind_context,
+    business_event,
     get_logger,
+    instrument,
     instrument_app,
-    record_cache,
     setup_telemetry,
-    shutdown_telemetry,
-    track_db,
 )
 
-log = get_logger("demo")
+setup_telemetry(
+    service_name="orders-api",
+    traces_exporter="otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "console",
+)
+log = get_logger(__name__)
+
+app = FastAPI(title="orders-api")
+
+_ORDERS = {"o-1": {"id": "o-1", "total": 42.0}, "o-2": {"id": "o-2", "total": 7.5}}
 
 
-class Catalogue:
-    """Products in an in-memory SQLite database, behind an in-process cache."""
-
-    def __init__(self) -> None:
-        self._db = sqlite3.connect(":memory:", check_same_thread=False)
-        self._lock = threading.Lock()
-        self._cache: dict[str, tuple[Any, ...]] = {}
-        with self._lock:
-            self._db.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT)")
-            self._db.executemany(
-                "INSERT INTO products VALUES (?, ?)",
-                [(1, "shoes"), (2, "hat"), (3, "scarf")],
-            )
-
-    def product(self, product_id: int) -> tuple[Any, ...] | None:
-        """Return the product row, from the cache when it is there."""
-        key = f"product:{product_id}"
-        cached = self._cache.get(key)
-        record_cache(cached is not None, level="l1", key_prefix=key)
-        if cached is not None:
-            return cached
-        with track_db("SELECT", collection="products", system="sqlite"), self._lock:
-            row = self._db.execute(
-                "SELECT id, name FROM products WHERE id = ?", (product_id,)
-            ).fetchone()
-        if row is not None:
-            self._cache[key] = tuple(row)
-        return None if row is None else tuple(row)
+@instrument
+def load_order(order_id: str) -> dict[str, float | str] | None:
+    """Load one order: a child span and function metrics come with the decorator."""
+    return _ORDERS.get(order_id)
 
 
-def build_app() -> FastAPI:
-    """Return the demo application, instrumented."""
-    app = FastAPI(title="kaleem-demo")
-    catalogue = Catalogue()
-
-    @app.get("/items/{item_id}")
-    async def item(item_id: int) -> dict[str, int]:
-        return {"item_id": item_id}
-
-    @app.get("/merchants/{merchant_id}/products/{product_id}")
-    async def product(merchant_id: str, product_id: int) -> dict[str, Any]:
-        bind_context(merchant_id=merchant_id)
-        row = catalogue.product(product_id)
-        if row is None:
-            raise HTTPException(status_code=404, detail="no such product")
-        log.info("product_viewed", product_id=product_id)
-        return {"id": row[0], "name": row[1]}
-
-    @app.get("/fail")
-    async def fail() -> None:
-        msg = "the demo fails on purpose"
-        raise RuntimeError(msg)
-
-    @app.get("/stream")
-    async def stream() -> StreamingResponse:
-        async def chunks() -> AsyncIterator[bytes]:
-            for i in range(5):
-                await asyncio.sleep(0.01)
-                yield f"line {i}\n".encode()
-
-        return StreamingResponse(chunks(), media_type="text/plain")
-
-    @app.websocket("/ws/echo")
-    async def echo(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for text in websocket.iter_text():
-            await websocket.send_text(text.upper())
-
-    return instrument_app(app)
+@app.get("/merchants/{merchant_id}/orders/{order_id}")
+async def get_order(merchant_id: str, order_id: str) -> dict[str, float | str]:
+    """Return one order of one merchant."""
+    bind_context(merchant_id=merchant_id)  # on every log line, span and Sentry event from here
+    order = load_order(order_id)
+    if order is None:
+        raise HTTPException(status_code=404, detail="no such order")
+    log.info("order_viewed", order_id=order_id)
+    business_event("order_viewed")
+    return order
 
 
-def drive(base_url: str) -> None:
-    """Send the demo's traffic to ``base_url``."""
-    paths = [
-        "/items/1",
-        "/items/2",
-        "/merchants/m-1/products/1",
-        "/merchants/m-1/products/1",
-        "/merchants/m-2/products/9",
-        "/stream",
-        "/fail",
-        "/does-not-exist",
-        "/health/live",
-        "/health/ready",
-    ]
-    for path in paths:
-        request = urllib.request.Request(base_url + path, headers={"X-Request-ID": "demo-1"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            exc.read()
-    try:
-        from websockets.sync.client import connect
-    except ImportError:
-        log.info("demo_websocket_skipped", reason="the websockets package is not installed")
-    else:
-        with connect(base_url.replace("http", "ws", 1) + "/ws/echo") as websocket:
-            websocket.send("hello")
-            websocket.recv()
-    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
-        text = response.read().decode()
-    series = [line for line in text.splitlines() if line.startswith("http_requests_total{")]
-    log.info("demo_metrics_scraped", http_requests_total_series=len(series))
+@app.post("/merchants/{merchant_id}/refunds")
+async def refund(merchant_id: str) -> None:
+    """Fail, to show an error span, an error log and a Sentry event tied together."""
+    bind_context(merchant_id=merchant_id)
+    msg = "the payment provider is down"
+    raise RuntimeError(msg)
 
 
-def free_port() -> int:
-    """Return a free TCP port on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve the demo, drive traffic at it, keep serving for ``--duration`` seconds."""
-    parser = argparse.ArgumentParser(description="The kaleem-telemetry FastAPI demo.")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds; 0 = forever")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0")))
-    args = parser.parse_args(argv)
-
-    exporter = "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "console"
-    setup_telemetry(service_name="kaleem-demo", traces_exporter=exporter)
-    port = args.port or free_port()
-    config = uvicorn.Config(
-        build_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.05)
-    if not server.started:
-        log.error("demo_failed", reason="uvicorn did not start")
-        return 1
-    base_url = f"http://127.0.0.1:{port}"
-    drive(base_url)
-    log.info("demo_ready", url=base_url, metrics=f"{base_url}/metrics", duration=args.duration)
-    try:
-        if args.duration > 0:
-            time.sleep(args.duration)
-        else:
-            while thread.is_alive():
-                time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    server.should_exit = True
-    thread.join(10)
-    shutdown_telemetry()
-    return 0
+instrument_app(app)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _serve import run_example
+
+    raise SystemExit(
+        run_example(
+            app,
+            asgi=True,
+            paths=[
+                "/merchants/m-1/orders/o-1",
+                "/merchants/m-1/orders/o-9",
+                "/merchants/m-2/orders/o-2",
+                "POST /merchants/m-1/refunds",
+                "/nowhere",
+            ],
+        )
+    )

@@ -157,9 +157,10 @@ def route_template(raw: str) -> str:
     """Return the route template ``raw`` in the one form of DESIGN §3.
 
     ``/items/{item_id:int}`` (Starlette), ``/items/<int:item_id>`` (Flask) and
-    ``items/<int:item_id>/`` (Django) all become ``/items/{item_id}`` (Django's
-    trailing slash is kept). Regular-expression routes (Django ``re_path``) keep
-    their pattern. Results are cached in a bounded dict.
+    ``items/<int:item_id>/`` (Django) all become ``/items/{item_id}``: a leading
+    slash is added and a trailing one dropped, so one endpoint has one label
+    whichever framework serves it. Regular-expression routes (Django
+    ``re_path``) keep their pattern. Results are cached in a bounded dict.
 
     Args:
         raw: The framework's route template.
@@ -183,6 +184,8 @@ def _normalise_template(raw: str) -> str:
         template = _ANGLE_PARAM.sub(r"{\1}", template)
     if not template.startswith("/"):
         template = "/" + template
+    if len(template) > 1 and template.endswith("/"):
+        template = template.rstrip("/") or "/"
     return template
 
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from kaleem_telemetry._optional import missing_extra_message
 from kaleem_telemetry.exceptions import TelemetryError
 
 __all__ = ["main"]
@@ -75,6 +76,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kaleem_telemetry._demo import run_demo
-
+    try:
+        from kaleem_telemetry._demo import run_demo
+    except ImportError as exc:
+        msg = missing_extra_message("kaleem-telemetry demo", exc.name or "fastapi", "fastapi")
+        print(f"{msg} uvicorn", file=sys.stderr)
+        return 1
     return run_demo(duration=args.duration, port=args.port)

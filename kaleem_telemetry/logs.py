@@ -59,9 +59,11 @@ _LEVELS = {
 _SILENCED_LOGGERS = ("uvicorn.access", "gunicorn.access")
 #: stdlib loggers that servers give handlers of their own; they must propagate to ours.
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi", "gunicorn", "gunicorn.error")
-#: LogRecord attributes that are not event keys.
+#: LogRecord attributes that are not event keys, plus uvicorn's ``color_message``
+#: (the same message again, with terminal escape codes).
 _RECORD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "taskName", "color_message"}
 )
 
 _STATE_LOCK = threading.Lock()

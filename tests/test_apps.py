@@ -96,10 +96,10 @@ class TestExamples:
         assert scraped
         assert scraped[0]["http_requests_total_series"] >= 3
 
-    def test_fastapi_demo_keeps_serving_metrics_and_health(self) -> None:
-        """While the demo serves, a scraper reads /metrics and the health endpoints."""
+    def test_demo_keeps_serving_metrics_and_health(self) -> None:
+        """While the CLI demo serves, a scraper reads /metrics and the health endpoints."""
         proc = subprocess.Popen(
-            [sys.executable, str(EXAMPLES["fastapi"]), "--duration", "20"],
+            [sys.executable, "-m", "kaleem_telemetry", "demo", "--duration", "20"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -1,0 +1,208 @@
+"""``kaleem-telemetry demo``: a FastAPI service that telemeters itself.
+
+Run it::
+
+    kaleem-telemetry demo                  # serves 10 s after its traffic, then stops
+    kaleem-telemetry demo --duration 0     # serves until Ctrl-C
+    kaleem-telemetry demo --port 8000
+
+It starts uvicorn on 127.0.0.1, sends itself some traffic (path parameters, a
+database query and a cache, a failing route, a streamed response, a WebSocket),
+then keeps serving ``/metrics``, ``/health/live`` and ``/health/ready``. Logs are
+JSON lines on stdout (one ``http_request`` event per request); spans go to stderr
+(console exporter) unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, in which case
+they go over OTLP. The database is SQLite in memory (stdlib ``sqlite3``), so the
+demo needs no server.
+
+Needs ``pip install 'kaleem-telemetry[fastapi]' uvicorn``; without them the command
+says so and exits 1. FastAPI and uvicorn are imported only when the demo runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, WebSocket
+from fastapi.responses import StreamingResponse
+
+from kaleem_telemetry import (
+    bind_context,
+    get_logger,
+    instrument_app,
+    record_cache,
+    setup_telemetry,
+    shutdown_telemetry,
+    track_db,
+)
+
+__all__ = ["build_app", "drive", "free_port", "run_demo"]
+
+log = get_logger("demo")
+
+
+class Catalogue:
+    """Products in an in-memory SQLite database, behind an in-process cache."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[Any, ...]] = {}
+        with self._lock:
+            self._db.execute("CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT)")
+            self._db.executemany(
+                "INSERT INTO products VALUES (?, ?)",
+                [(1, "shoes"), (2, "hat"), (3, "scarf")],
+            )
+
+    def product(self, product_id: int) -> tuple[Any, ...] | None:
+        """Return the product row, from the cache when it is there."""
+        key = f"product:{product_id}"
+        cached = self._cache.get(key)
+        record_cache(cached is not None, level="l1", key_prefix=key)
+        if cached is not None:
+            return cached
+        with track_db("SELECT", collection="products", system="sqlite"), self._lock:
+            row = self._db.execute(
+                "SELECT id, name FROM products WHERE id = ?", (product_id,)
+            ).fetchone()
+        if row is not None:
+            self._cache[key] = tuple(row)
+        return None if row is None else tuple(row)
+
+
+def build_app() -> FastAPI:
+    """Return the demo application, instrumented."""
+    app = FastAPI(title="kaleem-demo")
+    catalogue = Catalogue()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    @app.get("/merchants/{merchant_id}/products/{product_id}")
+    async def product(merchant_id: str, product_id: int) -> dict[str, Any]:
+        bind_context(merchant_id=merchant_id)
+        row = catalogue.product(product_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail="no such product")
+        log.info("product_viewed", product_id=product_id)
+        return {"id": row[0], "name": row[1]}
+
+    @app.get("/fail")
+    async def fail() -> None:
+        msg = "the demo fails on purpose"
+        raise RuntimeError(msg)
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                yield f"line {i}\n".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.websocket("/ws/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            await websocket.send_text(text.upper())
+
+    instrument_app(app)  # FastAPI apps are instrumented in place
+    return app
+
+
+def drive(base_url: str) -> None:
+    """Send the demo's traffic to ``base_url``."""
+    paths = [
+        "/items/1",
+        "/items/2",
+        "/merchants/m-1/products/1",
+        "/merchants/m-1/products/1",
+        "/merchants/m-2/products/9",
+        "/stream",
+        "/fail",
+        "/does-not-exist",
+        "/health/live",
+        "/health/ready",
+    ]
+    for path in paths:
+        request = urllib.request.Request(base_url + path, headers={"X-Request-ID": "demo-1"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            exc.read()
+    try:
+        from websockets.sync.client import connect
+    except ImportError:
+        log.info("demo_websocket_skipped", reason="the websockets package is not installed")
+    else:
+        with connect(base_url.replace("http", "ws", 1) + "/ws/echo") as websocket:
+            websocket.send("hello")
+            websocket.recv()
+    with urllib.request.urlopen(base_url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    series = [line for line in text.splitlines() if line.startswith("http_requests_total{")]
+    log.info("demo_metrics_scraped", http_requests_total_series=len(series))
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run_demo(*, duration: float = 10.0, port: int = 0) -> int:
+    """Serve the demo, drive traffic at it, keep serving for ``duration`` seconds.
+
+    Args:
+        duration: Seconds to keep serving after the traffic; 0 serves until
+            interrupted.
+        port: The port on 127.0.0.1; 0 picks a free one.
+
+    Returns:
+        The exit code: 0, or 1 when the server did not start.
+    """
+    exporter = "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "console"
+    setup_telemetry(service_name="kaleem-demo", traces_exporter=exporter)
+    port = port or free_port()
+    config = uvicorn.Config(
+        build_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    if not server.started:
+        log.error("demo_failed", reason="uvicorn did not start")
+        return 1
+    base_url = f"http://127.0.0.1:{port}"
+    drive(base_url)
+    log.info("demo_ready", url=base_url, metrics=f"{base_url}/metrics", duration=duration)
+    try:
+        if duration > 0:
+            time.sleep(duration)
+        else:
+            while thread.is_alive():
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    server.should_exit = True
+    thread.join(10)
+    shutdown_telemetry()
+    return 0

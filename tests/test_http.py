@@ -1,0 +1,93 @@
+import re
+
+import pytest
+
+from kaleem_telemetry._http import (
+    access_level,
+    generate_request_id,
+    normalise_method,
+    request_id_or_new,
+    route_template,
+    status_label,
+)
+
+
+class TestRouteTemplate:
+    @pytest.mark.parametrize(
+        ("raw", "template"),
+        [
+            ("/items/{item_id}", "/items/{item_id}"),
+            ("/items/{item_id:int}", "/items/{item_id}"),
+            ("/files/{path:path}", "/files/{path}"),
+            ("/items/<int:item_id>", "/items/{item_id}"),
+            ("/items/<item_id>", "/items/{item_id}"),
+            ("items/<int:item_id>/", "/items/{item_id}"),
+            (
+                "merchants/<str:merchant_id>/orders/<uuid:order_id>/",
+                "/merchants/{merchant_id}/orders/{order_id}",
+            ),
+            ("/", "/"),
+            ("", "/"),
+            ("^archive/(?P<year>[0-9]{4})/$", "^archive/(?P<year>[0-9]{4})/$"),
+        ],
+    )
+    def test_one_form_for_every_framework(self, raw, template):
+        """Starlette, Flask and Django templates all come out as /items/{item_id}; regexes stay."""
+        assert route_template(raw) == template
+
+
+class TestMethods:
+    @pytest.mark.parametrize(
+        "method", ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+    )
+    def test_standard_methods_are_kept(self, method):
+        """A standard method is its own label."""
+        assert normalise_method(method) == method
+
+    @pytest.mark.parametrize("method", ["PROPFIND", "get", "FOO" * 50, "", "GET\r\n"])
+    def test_other_methods_are_folded(self, method):
+        """Anything else, lower-case included, is _OTHER."""
+        assert normalise_method(method) == "_OTHER"
+
+
+class TestRequestId:
+    @pytest.mark.parametrize("value", ["abc", "r-1.2:3_x", "A" * 128, b"bytes-id"])
+    def test_valid_ids_are_kept(self, value):
+        """An id matching ^[A-Za-z0-9._:-]{1,128}$ is kept as is."""
+        expected = value.decode() if isinstance(value, bytes) else value
+
+        assert request_id_or_new(value) == expected
+
+    @pytest.mark.parametrize(
+        "value", [None, "", "A" * 129, "has space", "semi;colon", "<script>", "\u00e9", b"\xff"]
+    )
+    def test_invalid_ids_are_replaced(self, value):
+        """A missing or hostile id is replaced by a new 32-hex one."""
+        new = request_id_or_new(value)
+
+        assert re.fullmatch(r"[0-9a-f]{32}", new)
+
+    def test_generated_ids_are_unique(self):
+        """Generated ids do not repeat."""
+        assert len({generate_request_id() for _ in range(1000)}) == 1000
+
+
+class TestLabels:
+    @pytest.mark.parametrize(
+        ("status", "level"),
+        [
+            (200, "info"),
+            (302, "info"),
+            (404, "warning"),
+            (499, "warning"),
+            (500, "error"),
+            (503, "error"),
+        ],
+    )
+    def test_access_level(self, status, level):
+        """2xx/3xx are info, 4xx warning, 5xx error."""
+        assert access_level(status) == level
+
+    def test_status_label_is_a_string(self):
+        """The status label is the code as a string."""
+        assert status_label(404) == "404"
