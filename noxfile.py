@@ -83,7 +83,7 @@ def tests_pythons(session: nox.Session) -> None:
 @nox.session(default=False)
 def demo(session: nox.Session) -> None:
     """Run the demo service: serves traffic to itself, prints JSON logs, exposes /metrics."""
-    session.install("-e.[fastapi]", "uvicorn", "httpx")
+    session.install("-e.[demo]")
     session.run("kaleem-telemetry", "demo", *session.posargs)
 
 

@@ -79,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from kaleem_telemetry._demo import run_demo
     except ImportError as exc:
-        msg = missing_extra_message("kaleem-telemetry demo", exc.name or "fastapi", "fastapi")
-        print(f"{msg} uvicorn", file=sys.stderr)
+        msg = missing_extra_message("kaleem-telemetry demo", exc.name or "fastapi", "demo")
+        print(msg, file=sys.stderr)
         return 1
     return run_demo(duration=args.duration, port=args.port)

@@ -1,4 +1,5 @@
 import socket
+import sys
 
 import pytest
 
@@ -75,3 +76,15 @@ class TestDoctor:
         assert "KALEEM_TELEMETRY_LOG_FORMAT" in err
         assert "Traceback" not in err
         assert err.count("\n") == 1
+
+
+class TestDemo:
+    def test_missing_fastapi_names_the_extra(self, monkeypatch, capsys):
+        """Without FastAPI, demo exits 1 and says which extra to install."""
+        monkeypatch.setitem(sys.modules, "fastapi", None)
+        monkeypatch.delitem(sys.modules, "kaleem_telemetry._demo", raising=False)
+
+        assert main(["demo", "--duration", "0.1"]) == 1
+        err = capsys.readouterr().err
+        assert "pip install 'kaleem-telemetry[demo]'" in err
+        assert "Traceback" not in err

@@ -52,8 +52,9 @@ class TestPublicAPI:
     @pytest.mark.parametrize("module", _modules())
     def test_every_module_declares_all(self, module):
         """Every module, private ones included, declares __all__ and its names resolve."""
-        if module.endswith(("asgi", "wsgi", "django", "apps")) or ".integrations." in module:
-            pytest.importorskip("starlette")
+        if module.endswith("_demo"):
+            pytest.importorskip("fastapi")
+            pytest.importorskip("uvicorn")
         mod = importlib.import_module(module)
 
         assert isinstance(mod.__all__, list | tuple)
