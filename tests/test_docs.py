@@ -1,6 +1,6 @@
 import ast
-import textwrap
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
