@@ -36,9 +36,10 @@ def _install_tests(session: nox.Session, target: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Run the pre-commit hooks (ruff check and format, pyproject and file checks)."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    """Run the pre-commit hooks (ruff check and format, file checks) and mypy --strict."""
+    session.install("-e", ".[all]", *nox.project.dependency_groups(PYPROJECT, "lint", "typing"))
     session.run("pre-commit", "run", "--all-files", "--show-diff-on-failure", *session.posargs)
+    session.run("mypy")
 
 
 @nox.session

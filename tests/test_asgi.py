@@ -619,3 +619,61 @@ class TestSentryIsolation:
         crumbs = [c.get("message") for c in event.get("breadcrumbs", {}).get("values", [])]
         assert "merchant_b_detail" in crumbs
         assert "merchant_a_detail" not in crumbs
+
+
+class TestCardinality:
+    async def test_ten_thousand_raw_paths_and_random_methods_stay_bounded(self, registry):
+        """Distinct raw paths and made-up methods never become label values."""
+        import random
+        import string
+
+        rng = random.Random(7)
+        app = TelemetryMiddleware(
+            Starlette(routes=[Route("/items/{item_id}", _item, methods=["GET", "POST"])]),
+            registry=registry,
+        )
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            return None
+
+        methods = ["GET", "POST", "DELETE"]
+        for i in range(10_000):
+            path = (
+                f"/items/{i}" if i % 2 else f"/{''.join(rng.choices(string.ascii_letters, k=12))}"
+            )
+            method = (
+                rng.choice(methods)
+                if i % 3
+                else "".join(rng.choices(string.ascii_uppercase, k=rng.randint(3, 9)))
+            )
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": method,
+                "scheme": "http",
+                "path": path,
+                "raw_path": path.encode(),
+                "root_path": "",
+                "query_string": b"",
+                "headers": [],
+                "client": ("127.0.0.1", 1234),
+                "server": ("127.0.0.1", 80),
+            }
+            await app(scope, receive, send)
+
+        label_sets = {
+            tuple(sorted(s.labels.items()))
+            for family in registry.collect()
+            if family.name == "http_requests"
+            for s in family.samples
+            if s.name == "http_requests_total"
+        }
+        routes = {dict(labels)["route"] for labels in label_sets}
+        methods_seen = {dict(labels)["method"] for labels in label_sets}
+        assert routes <= {"/items/{item_id}", "unmatched"}
+        assert methods_seen <= {"GET", "POST", "DELETE", "_OTHER"}
+        assert len(label_sets) <= 2 * 4 * 3
