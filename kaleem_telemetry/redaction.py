@@ -965,13 +965,13 @@ class Redactor:
             name, equals, value = param.partition("=")
             if not equals:
                 new = self._scan(param)
-            elif value and self._is_secret_str(unquote_plus(name)):
+            elif value and self._is_secret_str(_unquote(name)):
                 new = name + "=" + REDACTED
             else:
                 new_value = self._scan(value)
                 if new_value is value:
-                    decoded = unquote_plus(value)
-                    if decoded != value:
+                    decoded = _unquote(value)
+                    if decoded is not value:
                         redacted = self._scan(decoded)
                         if redacted is not decoded:
                             new_value = quote(redacted, safe="[]:/@!$'()*,;=")
@@ -1241,3 +1241,8 @@ def _header_text(value: object) -> str:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("latin-1")
     return str(value)
+
+
+def _unquote(text: str) -> str:
+    """``unquote_plus`` that returns *text* itself when there is nothing to decode."""
+    return unquote_plus(text) if "%" in text or "+" in text else text
