@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kaleem_telemetry import _setup
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.context import telemetry_context
+from kaleem_telemetry.context import pop_context, push_context
 from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
 from kaleem_telemetry.metrics import get_metrics
 from kaleem_telemetry.redaction import get_redactor
@@ -235,8 +235,9 @@ class RequestScope:
     __slots__ = ("_bound", "_isolation", "_token")
 
     def __init__(self, span: Any, request_id: str) -> None:
-        self._bound = telemetry_context(request_id=request_id)
-        self._bound.__enter__()
+        # The span already carries request.id (start_span), so the plain push is
+        # enough: no attribute copying onto whatever span was current before.
+        self._bound = push_context({"request_id": request_id})
         self._isolation = sentry_request_scope()
         if self._isolation is not None:
             self._isolation.__enter__()
@@ -247,7 +248,7 @@ class RequestScope:
         otel_context.detach(self._token)
         if self._isolation is not None:
             self._isolation.__exit__(None, None, None)
-        self._bound.__exit__(None, None, None)
+        pop_context(self._bound)
 
 
 class HttpRecorder:
@@ -418,21 +419,23 @@ class HttpRecorder:
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": path}
         if method == OTHER_METHOD:
             attributes["http.request.method_original"] = raw_method
-        if query:
-            attributes["url.query"] = get_redactor().redact_query(query)
         if client_ip:
             attributes["client.address"] = client_ip
         if user_agent:
             attributes["user_agent.original"] = user_agent
         if request_id is not None:
             attributes["request.id"] = request_id
-        return get_tracer().start_span(
+        span = get_tracer().start_span(
             method if method != OTHER_METHOD else "HTTP",
             context=parent,
             kind=SpanKind.SERVER,
             attributes=attributes,
             links=links,
         )
+        if query and span.is_recording():
+            # Redacted only for spans that are kept: most are not, in production.
+            span.set_attribute("url.query", get_redactor().redact_query(query))
+        return span
 
     # -- the end of a request ---------------------------------------------------------
 

@@ -36,6 +36,8 @@ __all__ = [
     "bind_context",
     "clear_context",
     "get_context",
+    "pop_context",
+    "push_context",
     "run_in_executor",
     "span_attributes",
     "telemetry_context",
@@ -125,6 +127,23 @@ class _BoundValues:
         if self._token is not None:
             _CONTEXT.reset(self._token)
             self._token = None
+
+
+def push_context(values: Mapping[str, Any]) -> contextvars.Token[Mapping[str, Any]]:
+    """Bind ``values`` on top of the current context and return the token to undo it.
+
+    The cheap form of `telemetry_context()` for the web middleware, which binds
+    the request id once per request and sets it on its span itself.
+
+    Args:
+        values: The values to bind (``None`` values unbind their key).
+    """
+    return _CONTEXT.set(_merged(_CONTEXT.get(), values))
+
+
+def pop_context(token: contextvars.Token[Mapping[str, Any]]) -> None:
+    """Restore the context `push_context()` replaced."""
+    _CONTEXT.reset(token)
 
 
 def span_attributes(values: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -95,8 +95,13 @@ class _Pipeline:
         if self.taps:
             exc_info = event_dict.get("exc_info")
             for tap in self.taps:
-                with internal_errors("log tap"):
+                # A plain try per tap: entering internal_errors() on every line
+                # would cost a generator even when nothing goes wrong.
+                try:
                     tap(shaped, exc_info)
+                except Exception:  # noqa: BLE001 - handed to internal_errors just below.
+                    with internal_errors("log tap"):
+                        raise
         return self.render(shaped)
 
 

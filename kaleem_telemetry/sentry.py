@@ -243,14 +243,12 @@ def record_log(event_dict: Mapping[str, Any], exc_info: Any = None) -> None:
         exc_info: The event's ``exc_info``: ``True``, an exception or a
             ``sys.exc_info()`` tuple.
     """
-    if _MODE is None:
+    if _MODE is None or (event_dict.get("logger") == ACCESS_LOGGER and exc_info is None):
+        # The access event closes its request: as a breadcrumb it would only ever
+        # reach the next request's reports.
         return
     level = _LEVELS.get(str(event_dict.get("level", "info")).lower(), 20)
     if level < logging.INFO:
-        return
-    if event_dict.get("logger") == ACCESS_LOGGER and exc_info is None:
-        # The access event closes its request: as a breadcrumb it would only ever
-        # reach the next request's reports.
         return
     import sentry_sdk
 
