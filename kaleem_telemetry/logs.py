@@ -99,7 +99,7 @@ class _Pipeline:
                 # would cost a generator even when nothing goes wrong.
                 try:
                     tap(shaped, exc_info)
-                except Exception:  # noqa: BLE001 - handed to internal_errors just below.
+                except Exception:  # re-raised into internal_errors, which logs and swallows it
                     with internal_errors("log tap"):
                         raise
         return self.render(shaped)
