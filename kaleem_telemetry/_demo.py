@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -194,12 +195,15 @@ def run_demo(*, duration: float = 10.0, port: int = 0) -> int:
     base_url = f"http://127.0.0.1:{port}"
     drive(base_url)
     log.info("demo_ready", url=base_url, metrics=f"{base_url}/metrics", duration=duration)
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (docker stop, a test's terminate()) ends the demo like Ctrl-C:
+        # the server stops and telemetry is flushed.
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        if duration > 0:
-            time.sleep(duration)
-        else:
-            while thread.is_alive():
-                time.sleep(1)
+        while not stop.wait(duration if duration > 0 else 1.0) and duration <= 0:
+            if not thread.is_alive():
+                break
     except KeyboardInterrupt:
         pass
     server.should_exit = True
