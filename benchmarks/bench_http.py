@@ -23,6 +23,7 @@ to the bare app, and the ratio of the added costs (ours / stack). The bar the
 middleware is designed for is a ratio of at most 0.15.
 
     python benchmarks/bench_http.py [--requests 5000] [--rounds 7]
+    python benchmarks/bench_http.py --instructions     # CPU instructions, via valgrind
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import asyncio
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -216,17 +218,19 @@ async def _drive(app: Any, requests: int) -> int:
     return time.perf_counter_ns() - start
 
 
+_BUILDERS = {
+    "bare": _build_bare,
+    "ours": _build_ours,
+    "ours_nosentry": lambda: _build_ours(sentry=False),
+    "stack": _build_stack,
+}
+
+
 def _worker(variant: str) -> None:
     """Serve ``run N`` commands on stdin; answer the elapsed nanoseconds on the real stdout."""
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = _NullText()  # the access logs of every variant go nowhere
-    builders = {
-        "bare": _build_bare,
-        "ours": _build_ours,
-        "ours_nosentry": lambda: _build_ours(sentry=False),
-        "stack": _build_stack,
-    }
-    app = builders[variant]()
+    app = _BUILDERS[variant]()
     loop = asyncio.new_event_loop()
     loop.run_until_complete(_drive(app, 200))  # warm caches, lazy imports, first-use paths
     reply.write("ready\n")
@@ -239,6 +243,60 @@ def _worker(variant: str) -> None:
     loop.close()
 
 
+def _count_run(variant: str, requests: int) -> None:
+    """Build ``variant``, warm it up, drive ``requests`` requests, exit (under valgrind)."""
+    sys.stdout = _NullText()
+    app = _BUILDERS[variant]()
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_drive(app, 300))
+    loop.run_until_complete(_drive(app, requests))
+    loop.close()
+
+
+def _instructions(variant: str, requests: int) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--count",
+            variant,
+            str(requests),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    for line in result.stderr.splitlines():
+        if "Collected" in line:
+            return int(line.split()[-1])
+    msg = f"valgrind reported no instruction count for {variant}"
+    raise RuntimeError(msg)
+
+
+def _report_instructions(variants: Sequence[str]) -> int:
+    """Print instructions per request: (count at 1,200 requests - at 200) / 1,000."""
+    if shutil.which("valgrind") is None:
+        print("--instructions needs valgrind (Debian package 'valgrind')", file=sys.stderr)
+        return 1
+    per_request = {
+        name: (_instructions(name, 1200) - _instructions(name, 200)) / 1000 for name in variants
+    }
+    ours_added = per_request["ours"] - per_request["bare"]
+    stack_added = per_request["stack"] - per_request["bare"]
+    print("CPU instructions per request (callgrind; the same on a busy or an idle machine)")
+    for name in variants:
+        added = per_request[name] - per_request["bare"]
+        print(f"{name:<14} {per_request[name]:>12,.0f} {added:>12,.0f} added")
+    print(f"added-cost ratio ours/stack: {ours_added / stack_added:.3f} (bar: <= 0.15)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000, help="requests per round")
@@ -249,14 +307,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(VARIANTS),
         help=f"comma-separated variants among {', '.join(VARIANTS + EXTRA_VARIANTS)}",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count CPU instructions per request under valgrind (deterministic, slow)",
+    )
     parser.add_argument("--worker", choices=VARIANTS + EXTRA_VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--count", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         _worker(args.worker)
         return 0
+    if args.count:
+        _count_run(args.count[0], int(args.count[1]))
+        return 0
     variants = tuple(v for v in args.variants.split(",") if v)
     if not {"bare", "ours", "stack"} <= set(variants):
         parser.error("--variants must include bare, ours and stack")
+    if args.instructions:
+        return _report_instructions(variants)
 
     env = dict(os.environ, OTEL_SDK_DISABLED="false", PYTHONHASHSEED="0")
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
