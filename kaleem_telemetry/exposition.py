@@ -31,6 +31,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from kaleem_telemetry import metrics as _metrics
+from kaleem_telemetry._asgi_endpoints import send_response, serve_lifespan
 from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 
 __all__ = [
@@ -117,13 +118,13 @@ def metrics_asgi_app(
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _serve_lifespan(receive, send)
+            await serve_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not _authorized(token, headers.get("authorization")):
-            await _asgi_respond(
+            await send_response(
                 send,
                 401,
                 [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", "Bearer")],
@@ -140,32 +141,9 @@ def metrics_asgi_app(
         )
         if scope.get("method") == "HEAD":
             body = b""
-        await _asgi_respond(send, 200, response_headers, body)
+        await send_response(send, 200, response_headers, body)
 
     return app
-
-
-async def _serve_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def _asgi_respond(
-    send: Send, status: int, headers: list[tuple[str, str]], body: bytes
-) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def metrics_wsgi_app(

@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 import orjson
 from prometheus_client import CollectorRegistry
 
+from kaleem_telemetry._asgi_endpoints import send_response, serve_lifespan
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 from kaleem_telemetry.exceptions import TelemetryConfigError
@@ -353,13 +354,8 @@ def health_asgi_app(*, registry: CollectorRegistry | None = None) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         method = scope.get("method", "GET")
@@ -374,14 +370,7 @@ def health_asgi_app(*, registry: CollectorRegistry | None = None) -> ASGIApp:
             status, body = await ready_report(registry)
         payload = orjson.dumps(body)
         headers = [*_JSON_HEADERS, ("Content-Length", str(len(payload)))]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else payload})
+        await send_response(send, status, headers, b"" if method == "HEAD" else payload)
 
     return app
 
