@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import random
+import re
 import string
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping
@@ -1073,3 +1074,78 @@ class TestRedactorProperties:
         redact(value)
 
         assert repr(value) == repr(before)
+
+
+_BRANCH_SOURCES = [
+    source
+    for _, source in (
+        *redaction._BRANCHES,
+        redaction._EMAIL_BRANCH,
+        *redaction._KV_BRANCHES,
+    )
+]
+# Pieces of every pattern's trigger, shuffled into strings that sometimes pass the
+# pre-check and sometimes hold a near-miss of a pattern.
+_FRAGMENTS = st.sampled_from(
+    [
+        *string.ascii_letters,
+        *string.digits,
+        *"./+~,;?#&%'\"[]{}()\n\r",
+        "0123456789012",
+        "4111 1111 1111 1111",
+        "eyJ",
+        "AK" + "IA",
+        "AI" + "za",
+        "S" + "K",
+        "S" + "G.",
+        "Bearer ",
+        "://",
+        "-----BEGIN ",
+        "gh" + "p_",
+        "np" + "m_",
+        "xo" + "xb-",
+        "sk" + "-",
+        "password=",
+        "token: ",
+        "@example.com",
+    ]
+)
+
+
+class TestScanPrecheck:
+    """The cheap pre-check in `Redactor._scan` never skips a string a pattern would hit."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(data=st.data(), index=st.integers(0, len(_BRANCH_SOURCES) - 1))
+    def test_every_branch_match_fails_the_precheck(self, data: st.DataObject, index: int) -> None:
+        """A string any single branch matches is never declared clean."""
+        branch = re.compile(_BRANCH_SOURCES[index])
+        text = data.draw(st.from_regex(branch))
+        if branch.search(text) is not None:
+            assert not redaction._cannot_match(text)
+
+    @settings(max_examples=300, deadline=None)
+    @given(parts=st.lists(_FRAGMENTS, max_size=30))
+    def test_clean_strings_hold_no_pattern(self, parts: list[str]) -> None:
+        """Whatever passes the pre-check, neither combined pattern finds anything in."""
+        text = "".join(parts)
+        if redaction._cannot_match(text):
+            assert redaction._PATTERN.search(text) is None
+            assert redaction._PATTERN_EMAIL.search(text) is None
+
+    def test_common_request_values_skip_the_scan(self) -> None:
+        """Paths, addresses and hex request ids pass; a 13-digit run or a trigger does not."""
+        for clean in ("/items/42", "127.0.0.1", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b", "GET"):
+            assert redaction._cannot_match(clean)
+        for suspect in ("4111111111111", "a=b", "x:y", "a b", "SK", "A", "eyJ", "a-b", "a_b"):
+            assert not redaction._cannot_match(suspect)
+
+    def test_str_subclass_is_always_scanned(self) -> None:
+        """A str subclass may lie through __iter__, so it never takes the shortcut."""
+
+        class Sneaky(str):
+            def __iter__(self) -> Iterator[str]:
+                return iter(())
+
+        assert not redaction._cannot_match(Sneaky("4111111111111111"))
+        assert redaction.Redactor().redact_string(Sneaky(_card())) == "[REDACTED:card]"
