@@ -692,6 +692,10 @@ class Redactor:
         if kind in _ATOMIC:
             return value
         try:
+            if kind is dict:
+                # The shape of every log event: straight to the walk, past the
+                # subclass checks of _walk_other.
+                return self._enter(value, depth, budget, self._walk_dict)
             return self._walk_other(value, kind, depth, budget)
         except Exception:  # noqa: BLE001 - user objects may raise anything; fail closed.
             return _fail_closed()
