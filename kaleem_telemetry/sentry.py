@@ -223,11 +223,20 @@ def request_scope() -> AbstractContextManager[Any] | None:
     report of another (another merchant's, in a multi-tenant service). ``None``
     when Sentry is off, so the caller pays nothing.
     """
+    global _isolation_scope
     if _MODE is None:
         return None
-    import sentry_sdk
+    factory = _isolation_scope
+    if factory is None:
+        # Looked up once: an import statement on every request costs a
+        # sys.modules lookup and a module-lock check each time.
+        import sentry_sdk
 
-    return sentry_sdk.isolation_scope()
+        factory = _isolation_scope = sentry_sdk.isolation_scope
+    return factory()
+
+
+_isolation_scope: Callable[[], AbstractContextManager[Any]] | None = None
 
 
 def record_log(event_dict: Mapping[str, Any], exc_info: Any = None) -> None:
