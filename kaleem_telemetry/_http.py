@@ -12,6 +12,7 @@ nothing is imported lazily once the first request has been served.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Iterable
@@ -98,9 +99,14 @@ _REGEX_MARKERS = ("^", "$", "(?P<", "(?:", "\\d", "[")
 _EMPTY_CONTEXT = Context()
 _UUID_VERSION_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID_VERSION_SET = (0x4000 << 64) | (0x8000 << 48)
-# ``random``'s module-level generator is reseeded in forked children by CPython,
-# so gunicorn workers forked from one master never share a request-id sequence.
-_getrandbits = random.getrandbits
+# A generator of our own: drawing from the module-level one would advance the
+# application's (possibly seeded) random sequence on every request. Reseeded from
+# os.urandom in forked children, so gunicorn workers forked from one master never
+# share a request-id sequence.
+_RANDOM = random.Random()
+_getrandbits = _RANDOM.getrandbits
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_RANDOM.seed)
 
 
 def normalise_method(method: str) -> str:

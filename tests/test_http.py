@@ -91,3 +91,36 @@ class TestLabels:
     def test_status_label_is_a_string(self):
         """The status label is the code as a string."""
         assert status_label(404) == "404"
+
+
+class TestRequestIdRandomness:
+    def test_the_applications_random_sequence_is_untouched(self):
+        """Generating request ids does not advance the module-level random generator."""
+        import random
+
+        random.seed(1234)
+        expected = random.random()
+        random.seed(1234)
+        for _ in range(10):
+            generate_request_id()
+
+        assert random.random() == expected
+
+    def test_forked_children_get_different_ids(self):
+        """Two processes forked from one parent do not generate the same request ids."""
+        import os
+
+        generate_request_id()
+        ids = []
+        for _ in range(2):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                os.write(write, generate_request_id().encode())
+                os._exit(0)
+            os.close(write)
+            ids.append(os.read(read, 64).decode())
+            os.close(read)
+            os.waitpid(pid, 0)
+
+        assert ids[0] != ids[1]

@@ -1112,10 +1112,6 @@ _FRAGMENTS = st.sampled_from(
 )
 
 
-# Threads left by other tests (servers, span exporters) may draw request ids from
-# the global `random` while hypothesis draws; it would report that as a strategy
-# using `random`, which these strategies never do.
-@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 class TestScanPrecheck:
     """The cheap pre-check in `Redactor._scan` never skips a string a pattern would hit."""
 
