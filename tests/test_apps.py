@@ -1,39 +1,16 @@
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+
+pytest.importorskip("starlette")
+
 from starlette.applications import Starlette
 
 from kaleem_telemetry.apps import instrument_app
 from kaleem_telemetry.asgi import TelemetryMiddleware
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = {
-    "fastapi": ROOT / "examples" / "fastapi_app.py",
-    "flask": ROOT / "examples" / "flask_app.py",
-    "django": ROOT / "examples" / "django_app" / "run.py",
-}
-
-
-def _json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-def _example_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "PROMETHEUS_MULTIPROC_DIR", "SENTRY_DSN", "PORT"):
-        env.pop(name, None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
 
 
 class TestInstrumentApp:
@@ -67,67 +44,3 @@ class TestInstrumentApp:
 def _registry() -> CollectorRegistry:
     """A fresh registry per test."""
     return CollectorRegistry()
-
-
-class TestExamples:
-    @pytest.mark.parametrize("name", sorted(EXAMPLES))
-    def test_example_serves_logs_and_metrics(self, name: str) -> None:
-        """Each example serves, drives traffic, logs JSON access events and scrapes /metrics."""
-        result = subprocess.run(
-            [sys.executable, str(EXAMPLES[name]), "--duration", "0.2"],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=_example_env(),
-            cwd=ROOT,
-            check=False,
-        )
-        events = _json_lines(result.stdout)
-        access = [e for e in events if e.get("event") == "http_request"]
-        scraped = [e for e in events if e.get("event") == "demo_metrics_scraped"]
-
-        assert result.returncode == 0, result.stderr[-2000:]
-        assert {e["status_code"] for e in access} >= {200, 404, 500}
-        assert "unmatched" in {e["route"] for e in access}
-        assert all(
-            "{" in e["route"] or e["route"].startswith(("/", "^", "unmatched")) for e in access
-        )
-        assert not [e for e in access if e["path"].startswith(("/metrics", "/health"))]
-        assert scraped
-        assert scraped[0]["http_requests_total_series"] >= 3
-
-    def test_demo_keeps_serving_metrics_and_health(self) -> None:
-        """While the CLI demo serves, a scraper reads /metrics and the health endpoints."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kaleem_telemetry", "demo", "--duration", "20"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=_example_env(),
-            cwd=ROOT,
-        )
-        try:
-            assert proc.stdout is not None
-            url = None
-            deadline = time.monotonic() + 60
-            while url is None and time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                if line.startswith("{") and json.loads(line).get("event") == "demo_ready":
-                    url = json.loads(line)["url"]
-            assert url is not None
-            with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
-                metrics = response.read().decode()
-            with urllib.request.urlopen(url + "/health/ready", timeout=10) as response:
-                ready = json.loads(response.read())
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            if proc.stdout is not None:
-                proc.stdout.close()
-
-        assert 'route="/merchants/{merchant_id}/products/{product_id}"' in metrics
-        assert 'websocket_messages_total{direction="in",route="/ws/echo"}' in metrics
-        assert "database_query_duration_seconds" in metrics
-        assert ready["status"] == "ready"

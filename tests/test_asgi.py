@@ -4,8 +4,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
 import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+pytest.importorskip("starlette")
+
+import httpx
 from fastapi import APIRouter, FastAPI
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode

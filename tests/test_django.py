@@ -9,6 +9,8 @@ import pytest
 
 django = pytest.importorskip("django")
 
+pytest.importorskip("httpx")
+
 import httpx  # noqa: E402
 from django.conf import settings  # noqa: E402
 from opentelemetry.trace import StatusCode  # noqa: E402

@@ -12,6 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("flask")
+pytest.importorskip("httpx")
+
 import httpx
 import pytest
 import uvicorn

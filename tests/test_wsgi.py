@@ -4,6 +4,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+pytest.importorskip("flask")
+
 from flask import Flask, Response, stream_with_context
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
