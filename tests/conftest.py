@@ -6,9 +6,13 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from prometheus_client import CollectorRegistry
+
+from kaleem_telemetry.testing import TelemetryCapture, capture_telemetry
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +33,31 @@ def _reset_telemetry_globals() -> Iterator[None]:
     logs.reset_for_tests()
     context.clear_context()
     redaction.set_redactor(redaction.Redactor())
+
+
+@pytest.fixture(name="registry")
+def _registry() -> CollectorRegistry:
+    """A fresh Prometheus registry per test, so counts start at zero."""
+    return CollectorRegistry()
+
+
+@pytest.fixture(name="captured")
+def _captured(registry: CollectorRegistry) -> Iterator[TelemetryCapture]:
+    """Capture logs, spans, Sentry events and the test registry's metrics."""
+    with capture_telemetry(registry) as captured:
+        yield captured
+
+
+@pytest.fixture(name="span_exporter")
+def _span_exporter() -> Iterator[Any]:
+    """Configure tracing with no exporter and collect its finished spans in memory."""
+    from kaleem_telemetry import tracing
+    from kaleem_telemetry.config import TelemetryConfig
+
+    tracing.configure_tracing(TelemetryConfig.from_env(environ={"OTEL_TRACES_EXPORTER": "none"}))
+    exporter, remove = tracing.capture_spans()
+    yield exporter
+    remove()
 
 
 def _require_service(url: str, what: str, env: str) -> str:

@@ -38,9 +38,3 @@ class TestInstrumentApp:
         instrument_app(app, registry=registry)
 
         assert app.build_middleware_stack is build
-
-
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test."""
-    return CollectorRegistry()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,22 +25,9 @@ from kaleem_telemetry import _setup
 from kaleem_telemetry.apps import instrument_app
 from kaleem_telemetry.asgi import TelemetryMiddleware
 from kaleem_telemetry.context import bind_context, get_context
-from kaleem_telemetry.testing import TelemetryCapture, capture_telemetry
+from kaleem_telemetry.testing import TelemetryCapture
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test, so counts start at zero."""
-    return CollectorRegistry()
-
-
-@pytest.fixture(name="captured")
-def _captured(registry: CollectorRegistry) -> Iterator[TelemetryCapture]:
-    """Capture logs, spans, Sentry events and the test registry's metrics."""
-    with capture_telemetry(registry) as captured:
-        yield captured
 
 
 class Boom(RuntimeError):

@@ -9,12 +9,6 @@ from kaleem_telemetry.business import business_event, declare_business_labels
 from kaleem_telemetry.metrics import get_metrics
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test."""
-    return CollectorRegistry()
-
-
 class TestBusinessEvent:
     def test_counts_events(self, registry: CollectorRegistry) -> None:
         """Each call increments business_events_total{event}."""

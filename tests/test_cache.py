@@ -6,12 +6,6 @@ from prometheus_client import CollectorRegistry
 from kaleem_telemetry.cache import cache_key_prefix, record_cache, track_cache
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test."""
-    return CollectorRegistry()
-
-
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     value = registry.get_sample_value(name, labels)
     return 0.0 if value is None else value

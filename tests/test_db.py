@@ -12,12 +12,6 @@ from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.db import track_db
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test."""
-    return CollectorRegistry()
-
-
 @pytest.fixture(name="spans")
 def _spans() -> Iterator[Any]:
     """Tracing without export, with an in-memory span exporter attached."""

@@ -11,16 +11,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import REGISTRY
 
 from kaleem_telemetry import context, tracing
-from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.decorators import instrument
-
-
-@pytest.fixture(name="captured")
-def _captured() -> Iterator[Any]:
-    tracing.configure_tracing(TelemetryConfig.from_env(environ={"OTEL_TRACES_EXPORTER": "none"}))
-    exporter, remove = tracing.capture_spans()
-    yield exporter
-    remove()
 
 
 def _calls(function: str, result: str) -> float:
@@ -149,13 +140,13 @@ class TestForms:
         ],
     )
     def test_sync_forms_return_and_trace(
-        self, captured: Any, call: Callable[[], Any], expected: Any, span_name: str
+        self, span_exporter: Any, call: Callable[[], Any], expected: Any, span_name: str
     ) -> None:
         """Every sync form returns the same value and records one span."""
         result = call()
 
         assert result == expected
-        assert [s.name for s in captured.get_finished_spans()] == [span_name]
+        assert [s.name for s in span_exporter.get_finished_spans()] == [span_name]
 
     @pytest.mark.parametrize(
         ("call", "expected", "span_name"),
@@ -166,20 +157,20 @@ class TestForms:
         ids=["coroutine", "async-method"],
     )
     async def test_async_forms_return_and_trace(
-        self, captured: Any, call: Callable[[], Any], expected: Any, span_name: str
+        self, span_exporter: Any, call: Callable[[], Any], expected: Any, span_name: str
     ) -> None:
         """Async functions and methods are awaited inside their span."""
         result = await call()
 
         assert result == expected
-        assert [s.name for s in captured.get_finished_spans()] == [span_name]
+        assert [s.name for s in span_exporter.get_finished_spans()] == [span_name]
 
-    async def test_async_generator(self, captured: Any) -> None:
+    async def test_async_generator(self, span_exporter: Any) -> None:
         """An async generator is traced over its whole iteration."""
         items = [i async for i in agen(3)]
 
         assert items == [0, 1, 2]
-        assert [s.name for s in captured.get_finished_spans()] == ["agen"]
+        assert [s.name for s in span_exporter.get_finished_spans()] == ["agen"]
 
 
 class TestIntrospection:
@@ -213,26 +204,26 @@ class TestIntrospection:
 
 
 class TestSpans:
-    def test_span_is_a_child_of_the_current_one(self, captured: Any) -> None:
+    def test_span_is_a_child_of_the_current_one(self, span_exporter: Any) -> None:
         """The function span's parent is the span current at call time."""
         with tracing.get_tracer().start_as_current_span("request") as parent:
             bare(1)
-        spans = {s.name: s for s in captured.get_finished_spans()}
+        spans = {s.name: s for s in span_exporter.get_finished_spans()}
 
         assert spans["bare"].parent.span_id == parent.get_span_context().span_id
 
-    def test_attributes_are_redacted_and_context_bound(self, captured: Any) -> None:
+    def test_attributes_are_redacted_and_context_bound(self, span_exporter: Any) -> None:
         """attributes= are set (secrets redacted) and the bound context is on the span."""
         with context.telemetry_context(merchant_id="m-1"):
             called(1)
-        span = captured.get_finished_spans()[0]
+        span = span_exporter.get_finished_spans()[0]
 
         assert span.attributes["pricing.source"] == "erp"
         assert span.attributes["api_key"] == "[REDACTED]"
         assert span.attributes["merchant.id"] == "m-1"
         assert span.attributes["code.function.name"] == f"{__name__}.called"
 
-    def test_generator_span_is_not_current_between_items(self, captured: Any) -> None:
+    def test_generator_span_is_not_current_between_items(self, span_exporter: Any) -> None:
         """Between two items the consumer does not see the generator's span as current."""
         seen = []
         for _ in gen(2):
@@ -240,16 +231,16 @@ class TestSpans:
 
         assert seen == [False, False]
 
-    def test_generator_closed_early_ends_its_span(self, captured: Any) -> None:
+    def test_generator_closed_early_ends_its_span(self, span_exporter: Any) -> None:
         """Breaking out of a generator ends its span without an error."""
         iterator = gen(10)
         next(iterator)
         iterator.close()  # type: ignore[attr-defined]
-        span = captured.get_finished_spans()[0]
+        span = span_exporter.get_finished_spans()[0]
 
         assert span.status.status_code is not StatusCode.ERROR
 
-    def test_generator_send_and_throw_are_forwarded(self, captured: Any) -> None:
+    def test_generator_send_and_throw_are_forwarded(self, span_exporter: Any) -> None:
         """send() and throw() reach the wrapped generator."""
 
         @instrument
@@ -271,12 +262,12 @@ class TestSpans:
 
 
 class TestErrors:
-    def test_exception_is_reraised_unchanged_and_recorded(self, captured: Any) -> None:
+    def test_exception_is_reraised_unchanged_and_recorded(self, span_exporter: Any) -> None:
         """The same exception object propagates and the span is marked as an error."""
         before = _calls("fails", "error")
         with pytest.raises(KeyError) as info:
             fails()
-        span = captured.get_finished_spans()[0]
+        span = span_exporter.get_finished_spans()[0]
 
         assert info.value.args == ("missing",)
         assert info.value.__traceback__ is not None
@@ -285,23 +276,23 @@ class TestErrors:
         assert _calls("fails", "error") == before + 1
         assert tracing.remembered_span_context(info.value) == span.context
 
-    async def test_async_exception_is_reraised(self, captured: Any) -> None:
+    async def test_async_exception_is_reraised(self, span_exporter: Any) -> None:
         """An async function's exception propagates and marks its span."""
         with pytest.raises(KeyError):
             await afails()
 
-        assert captured.get_finished_spans()[0].status.status_code is StatusCode.ERROR
+        assert span_exporter.get_finished_spans()[0].status.status_code is StatusCode.ERROR
 
-    def test_generator_exception_is_reraised(self, captured: Any) -> None:
+    def test_generator_exception_is_reraised(self, span_exporter: Any) -> None:
         """An exception raised mid-iteration propagates and marks the span."""
         with pytest.raises(KeyError):
             list(gen_fails())
 
-        assert captured.get_finished_spans()[0].status.status_code is StatusCode.ERROR
+        assert span_exporter.get_finished_spans()[0].status.status_code is StatusCode.ERROR
 
 
 class TestMetrics:
-    def test_calls_and_duration_are_recorded(self, captured: Any) -> None:
+    def test_calls_and_duration_are_recorded(self, span_exporter: Any) -> None:
         """function_calls_total{result=ok} and function_duration_seconds grow per call."""
         ok_before, count_before = _calls("bare", "ok"), _durations("bare")
         bare(1)

@@ -72,12 +72,6 @@ def _configure() -> None:
     django.setup()
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test, so counts start at zero."""
-    return CollectorRegistry()
-
-
 @pytest.fixture(name="captured")
 def _captured(registry: CollectorRegistry) -> Iterator[TelemetryCapture]:
     """Capture logs, spans, Sentry events and the test registry's metrics."""

@@ -15,12 +15,6 @@ from kaleem_telemetry import health
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry for the health_check_status gauge."""
-    return CollectorRegistry()
-
-
 @pytest.fixture(name="release")
 def _release() -> Iterator[threading.Event]:
     """An event that hanging sync checks wait on; set at teardown so their threads end."""

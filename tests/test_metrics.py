@@ -49,12 +49,6 @@ CONTRACT = {
 }
 
 
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test."""
-    return CollectorRegistry()
-
-
 @pytest.fixture(name="tm")
 def _tm(registry: CollectorRegistry) -> TelemetryMetrics:
     """The metric families on the fresh registry."""

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import baggage, trace
@@ -17,16 +16,8 @@ from kaleem_telemetry.propagation import (
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-@pytest.fixture(name="captured")
-def _captured() -> Iterator[object]:
-    tracing.configure_tracing(TelemetryConfig.from_env(environ={"OTEL_TRACES_EXPORTER": "none"}))
-    exporter, remove = tracing.capture_spans()
-    yield exporter
-    remove()
-
-
 class TestInject:
-    def test_round_trip_carries_trace_and_context(self, captured: object) -> None:
+    def test_round_trip_carries_trace_and_context(self, span_exporter: object) -> None:
         """Injected headers give back the same trace, request id, merchant id and enqueue time."""
         with (
             context.telemetry_context(request_id="r-1", merchant_id="m-1"),
@@ -44,7 +35,7 @@ class TestInject:
         assert extracted.enqueued_at is not None
         assert abs(extracted.enqueued_at - time.time()) < 60
 
-    def test_inject_without_enqueued_at_leaves_it_out(self, captured: object) -> None:
+    def test_inject_without_enqueued_at_leaves_it_out(self, span_exporter: object) -> None:
         """x-enqueued-at is written only when asked for."""
         headers = inject_context({})
 
@@ -98,25 +89,25 @@ class TestExtract:
 
 
 class TestServerContext:
-    def test_trusted_headers_continue_the_trace(self, captured: object) -> None:
+    def test_trusted_headers_continue_the_trace(self, span_exporter: object) -> None:
         """With trust on, the server span is a child of the incoming traceparent."""
         ctx, links = extract_server_context({"traceparent": TRACEPARENT}, trust=True)
         with tracing.get_tracer().start_as_current_span("server", context=ctx, links=links):
             pass
-        span = captured.get_finished_spans()[0]  # type: ignore[attr-defined]
+        span = span_exporter.get_finished_spans()[0]  # type: ignore[attr-defined]
 
         assert format(span.context.trace_id, "032x") == TRACEPARENT.split("-")[1]
         assert span.parent is not None
         assert links == []
 
-    def test_untrusted_headers_start_a_new_trace_with_a_link(self, captured: object) -> None:
+    def test_untrusted_headers_start_a_new_trace_with_a_link(self, span_exporter: object) -> None:
         """With trust off, the server span starts a new trace that links to the incoming one."""
         cfg = TelemetryConfig.from_env(environ={"KALEEM_TELEMETRY_TRUST_TRACE_HEADERS": "false"})
         headers = {"traceparent": TRACEPARENT, "baggage": "tenant=evil"}
         ctx, links = extract_server_context(headers, cfg)
         with tracing.get_tracer().start_as_current_span("server", context=ctx, links=links):
             pass
-        span = captured.get_finished_spans()[0]  # type: ignore[attr-defined]
+        span = span_exporter.get_finished_spans()[0]  # type: ignore[attr-defined]
 
         assert format(span.context.trace_id, "032x") != TRACEPARENT.split("-")[1]
         assert span.parent is None

@@ -26,14 +26,6 @@ def _receiver(request: pytest.FixtureRequest) -> Iterator[OTLPReceiver]:
         yield receiver
 
 
-@pytest.fixture(name="captured")
-def _captured() -> Iterator[object]:
-    tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
-    exporter, remove = tracing.capture_spans()
-    yield exporter
-    remove()
-
-
 class TestExport:
     def test_spans_reach_the_receiver_over_each_protocol(self, receiver: OTLPReceiver) -> None:
         """A span is exported over OTLP gRPC and OTLP HTTP/protobuf to a real receiver."""
@@ -160,13 +152,13 @@ class TestProvider:
         assert component is None
         assert not isinstance(trace.get_tracer_provider(), tracing.TracerProvider)
 
-    def test_exporter_none_still_records_spans(self, captured: object) -> None:
+    def test_exporter_none_still_records_spans(self, span_exporter: object) -> None:
         """With OTEL_TRACES_EXPORTER=none spans still exist (log correlation, tests)."""
         with tracing.get_tracer().start_as_current_span("op") as span:
             recording = span.is_recording()
 
         assert recording
-        assert [s.name for s in captured.get_finished_spans()] == ["op"]  # type: ignore[attr-defined]
+        assert [s.name for s in span_exporter.get_finished_spans()] == ["op"]  # type: ignore[attr-defined]
 
     def test_reset_allows_a_fresh_provider(self) -> None:
         """reset_for_tests lets the next configuration install a new global provider."""
@@ -221,7 +213,7 @@ class TestSampler:
 
         assert expected in description
 
-    def test_swapped_sampler_applies_to_existing_tracers(self, captured: object) -> None:
+    def test_swapped_sampler_applies_to_existing_tracers(self, span_exporter: object) -> None:
         """A reconfigured sampler applies to tracers obtained before the change."""
         tracer = tracing.get_tracer()
         tracing.configure_tracing(
@@ -231,11 +223,11 @@ class TestSampler:
             sampled = span.get_span_context().trace_flags.sampled
 
         assert not sampled
-        assert captured.get_finished_spans() == ()  # type: ignore[attr-defined]
+        assert span_exporter.get_finished_spans() == ()  # type: ignore[attr-defined]
 
 
 class TestContextAttributes:
-    def test_bound_context_is_on_every_span_including_children(self, captured: object) -> None:
+    def test_bound_context_is_on_every_span_including_children(self, span_exporter: object) -> None:
         """merchant.id, request.id and enduser.id are on spans started while bound."""
         tracer = tracing.get_tracer()
         with (
@@ -246,7 +238,7 @@ class TestContextAttributes:
             pass
         with tracer.start_as_current_span("unbound"):
             pass
-        spans = {s.name: s for s in captured.get_finished_spans()}  # type: ignore[attr-defined]
+        spans = {s.name: s for s in span_exporter.get_finished_spans()}  # type: ignore[attr-defined]
 
         for name in ("parent", "child"):
             assert spans[name].attributes["merchant.id"] == "m-7"
@@ -255,7 +247,7 @@ class TestContextAttributes:
         assert "merchant.id" not in spans["unbound"].attributes
 
     def test_context_is_visible_in_a_thread_via_with_current_context(
-        self, captured: object
+        self, span_exporter: object
     ) -> None:
         """Spans started in a thread through with_current_context carry the context."""
         tracer = tracing.get_tracer()
@@ -268,7 +260,7 @@ class TestContextAttributes:
             thread = threading.Thread(target=context.with_current_context(work))
             thread.start()
             thread.join()
-        span = captured.get_finished_spans()[0]  # type: ignore[attr-defined]
+        span = span_exporter.get_finished_spans()[0]  # type: ignore[attr-defined]
 
         assert span.attributes["merchant.id"] == "m-9"
 

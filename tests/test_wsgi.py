@@ -14,21 +14,8 @@ from werkzeug.test import Client
 
 from kaleem_telemetry.apps import instrument_app
 from kaleem_telemetry.context import bind_context, get_context
-from kaleem_telemetry.testing import TelemetryCapture, capture_telemetry
+from kaleem_telemetry.testing import TelemetryCapture
 from kaleem_telemetry.wsgi import TelemetryMiddleware
-
-
-@pytest.fixture(name="registry")
-def _registry() -> CollectorRegistry:
-    """A fresh registry per test, so counts start at zero."""
-    return CollectorRegistry()
-
-
-@pytest.fixture(name="captured")
-def _captured(registry: CollectorRegistry) -> Iterator[TelemetryCapture]:
-    """Capture logs, spans, Sentry events and the test registry's metrics."""
-    with capture_telemetry(registry) as captured:
-        yield captured
 
 
 class Boom(RuntimeError):
