@@ -29,7 +29,8 @@ from kaleem_telemetry.context import pop_context, push_context
 from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
 from kaleem_telemetry.metrics import get_metrics
 from kaleem_telemetry.redaction import get_redactor
-from kaleem_telemetry.sentry import request_scope as sentry_request_scope
+from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
+from kaleem_telemetry.sentry import leave_request_scope as leave_sentry_scope
 from kaleem_telemetry.tracing import get_tracer
 
 if TYPE_CHECKING:
@@ -238,22 +239,19 @@ class RequestScope:
         request_id: The request id, bound as ``request_id``.
     """
 
-    __slots__ = ("_bound", "_isolation", "_token")
+    __slots__ = ("_bound", "_sentry", "_token")
 
     def __init__(self, span: Any, request_id: str) -> None:
         # The span already carries request.id (start_span), so the plain push is
         # enough: no attribute copying onto whatever span was current before.
         self._bound = push_context({"request_id": request_id})
-        self._isolation = sentry_request_scope()
-        if self._isolation is not None:
-            self._isolation.__enter__()
+        self._sentry = enter_sentry_scope()
         self._token = otel_context.attach(trace.set_span_in_context(span))
 
     def close(self) -> None:
         """Restore what was current before the request."""
         otel_context.detach(self._token)
-        if self._isolation is not None:
-            self._isolation.__exit__(None, None, None)
+        leave_sentry_scope(self._sentry)
         pop_context(self._bound)
 
 
@@ -388,7 +386,6 @@ class HttpRecorder:
         method: str,
         raw_method: str,
         path: str,
-        query: str,
         client_ip: str | None,
         user_agent: str | None,
         carrier: Any,
@@ -405,7 +402,6 @@ class HttpRecorder:
             method: The normalised method.
             raw_method: The method as received (kept when it is ``_OTHER``).
             path: ``url.path``.
-            query: The raw query string; stored redacted as ``url.query``.
             client_ip: ``client.address``.
             user_agent: ``user_agent.original``.
             carrier: The request headers when they carry trace context, else
@@ -431,17 +427,13 @@ class HttpRecorder:
             attributes["user_agent.original"] = user_agent
         if request_id is not None:
             attributes["request.id"] = request_id
-        span = get_tracer().start_span(
+        return get_tracer().start_span(
             method if method != OTHER_METHOD else "HTTP",
             context=parent,
             kind=SpanKind.SERVER,
             attributes=attributes,
             links=links,
         )
-        if query and span.is_recording():
-            # Redacted only for spans that are kept: most are not, in production.
-            span.set_attribute("url.query", get_redactor().redact_query(query))
-        return span
 
     # -- the end of a request ---------------------------------------------------------
 
@@ -456,6 +448,7 @@ class HttpRecorder:
         client_ip: str | None,
         request_id: str,
         error: BaseException | None,
+        query: str = "",
     ) -> None:
         """Record a finished request: span, metrics, error count, Sentry, access log.
 
@@ -472,45 +465,47 @@ class HttpRecorder:
             client_ip: The peer address.
             request_id: The request id.
             error: The application's exception, or ``None``.
+            query: The raw query string; stored redacted as ``url.query`` on a
+                recorded span (redacted only for spans that are kept: most are
+                not, in production).
         """
-        with internal_errors("http request telemetry"):
-            status_text = status_label(status)
-            seconds = duration_ns / 1e9
+        # A plain try: entering internal_errors() would cost a generator per request.
+        try:
+            status_text = _STATUS_LABELS.get(status) or str(status)
             trace_id: str | None = None
-            recording = span.is_recording()
             error_type: str | None = None
             if error is not None:
                 error_type = type(error).__qualname__
             elif status >= 500:
                 error_type = status_text
-            if recording:
+            span_context = span.get_span_context()
+            if span.is_recording():
                 label = "HTTP" if method == OTHER_METHOD else method
                 span.update_name(label if route == UNMATCHED else f"{label} {route}")
-                if error_type is None:
-                    span.set_attributes({"http.route": route, "http.response.status_code": status})
-                else:
-                    span.set_attributes(
-                        {
-                            "http.route": route,
-                            "http.response.status_code": status,
-                            "error.type": error_type,
-                        }
-                    )
+                attributes: dict[str, Any] = {
+                    "http.route": route,
+                    "http.response.status_code": status,
+                }
+                if query:
+                    attributes["url.query"] = get_redactor().redact_query(query)
+                if error_type is not None:
+                    attributes["error.type"] = error_type
+                span.set_attributes(attributes)
+                if error_type is not None:
                     if error is not None:
                         span.record_exception(error)
                     span.set_status(Status(StatusCode.ERROR, error_type))
-                span_context = span.get_span_context()
                 if span_context.trace_flags.sampled:
                     # Same 32 lower-case hex digits as f"{id:032x}", at a third of the cost.
                     trace_id = span_context.trace_id.to_bytes(16, "big").hex()
             if error is not None:
                 self._report(error, span, route, method)
-            self.observe(method, route, status_text, seconds, trace_id)
+            self.observe(method, route, status_text, duration_ns / 1e9, trace_id)
             if error_type is not None:
                 self.count_error(method, route, status_text, error_type)
             emit_event(
                 ACCESS_LOGGER,
-                access_level(status),
+                "error" if status >= 500 else "warning" if status >= 400 else "info",
                 "http_request",
                 {
                     "method": method,
@@ -522,7 +517,11 @@ class HttpRecorder:
                     "request_id": request_id,
                 },
                 trusted=_ACCESS_TRUSTED,
+                span_context=span_context,
             )
+        except Exception:  # re-raised into internal_errors, which logs and swallows it
+            with internal_errors("http request telemetry"):
+                raise
         span.end()
 
     def _report(self, error: BaseException, span: Any, route: str, method: str) -> None:

@@ -157,7 +157,6 @@ class TelemetryMiddleware:
             method,
             raw_method,
             path,
-            _text(scope.get("query_string")),
             client_ip,
             user_agent.decode("latin-1") if user_agent else None,
             headers if traced else None,
@@ -240,6 +239,7 @@ class TelemetryMiddleware:
                 client_ip,
                 request_id,
                 error,
+                _text(scope.get("query_string")),
             )
             request_scope.close()
 

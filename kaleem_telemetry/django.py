@@ -167,7 +167,6 @@ class TelemetryMiddleware:
             method,
             raw_method,
             request.path,
-            meta.get("QUERY_STRING", ""),
             client_ip,
             meta.get("HTTP_USER_AGENT"),
             carrier,
@@ -201,6 +200,7 @@ class TelemetryMiddleware:
                 client_ip,
                 request_id,
                 error,
+                request.META.get("QUERY_STRING", ""),
             )
         finally:
             request_scope.close()

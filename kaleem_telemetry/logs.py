@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 import structlog
 
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.processors import TRUSTED_KEY as _TRUSTED_KEY
 from kaleem_telemetry.processors import EventShaper, render_json
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
+
     from kaleem_telemetry.config import TelemetryConfig
 
 __all__ = [
@@ -93,16 +94,19 @@ class _Pipeline:
     def process(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
         shaped = self.shaper(logger, method_name, event_dict)
         if self.taps:
-            exc_info = event_dict.get("exc_info")
-            for tap in self.taps:
-                # A plain try per tap: entering internal_errors() on every line
-                # would cost a generator even when nothing goes wrong.
-                try:
-                    tap(shaped, exc_info)
-                except Exception:  # re-raised into internal_errors, which logs and swallows it
-                    with internal_errors("log tap"):
-                        raise
+            self.tap(shaped, event_dict.get("exc_info"))
         return self.render(shaped)
+
+    def tap(self, shaped: Mapping[str, Any], exc_info: Any) -> None:
+        """Hand a shaped event to every tap; a tap that raises is logged and skipped."""
+        for tap in self.taps:
+            # A plain try per tap: entering internal_errors() on every line
+            # would cost a generator even when nothing goes wrong.
+            try:
+                tap(shaped, exc_info)
+            except Exception:  # re-raised into internal_errors, which logs and swallows it
+                with internal_errors("log tap"):
+                    raise
 
 
 _PIPELINE = _Pipeline()
@@ -193,6 +197,7 @@ def emit_event(
     fields: Mapping[str, Any],
     *,
     trusted: frozenset[str] = frozenset(),
+    span_context: SpanContext | None = None,
 ) -> None:
     """Emit one event through the pipeline without a structlog logger.
 
@@ -205,17 +210,25 @@ def emit_event(
         logger_name: The ``logger`` key.
         level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
         event: The ``event`` key.
-        fields: The event's own keys.
+        fields: The event's own keys (no ``exc_info``).
         trusted: Keys of ``fields`` the redactor need not see.
+        span_context: The span the event belongs to, when the caller holds it;
+            the current span when ``None``.
     """
     pipeline = _PIPELINE
     if _LEVELS.get(level, logging.INFO) < pipeline.level:
         return
-    event_dict: dict[str, Any] = {"event": event, "logger": logger_name, **fields}
-    if trusted:
-        event_dict[_TRUSTED_KEY] = trusted
-    with internal_errors("log event"):
-        _EVENT_WRITER.msg(pipeline.process(None, level, event_dict))
+    # A plain try: entering internal_errors() would cost a generator per event.
+    try:
+        shaped = pipeline.shaper.shape_fields(
+            logger_name, level, event, fields, trusted, span_context
+        )
+        if pipeline.taps:
+            pipeline.tap(shaped, None)
+        _EVENT_WRITER.msg(pipeline.render(shaped))
+    except Exception:  # re-raised into internal_errors, which logs and swallows it
+        with internal_errors("log event"):
+            raise
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:

@@ -199,6 +199,76 @@ class EventShaper:
             out["stack"] = _structure_stack()
         return out
 
+    def shape_fields(
+        self,
+        logger_name: str,
+        level: str,
+        event: str,
+        fields: Mapping[str, Any],
+        trusted: frozenset[str] = frozenset(),
+        span_context: trace.SpanContext | None = None,
+    ) -> dict[str, Any]:
+        """Shape an event made by the library itself (`logs.emit_event`).
+
+        The same output as calling the shaper with ``{"event": event, "logger":
+        logger_name, **fields}``, without building that dict first: ``fields``
+        carry no ``exc_info`` or ``stack_info``, ``level`` is already a
+        contract level, and the caller may pass the span context it holds.
+
+        Args:
+            logger_name: The ``logger`` key.
+            level: The ``level`` key (``"info"``, ``"warning"``, ``"error"``...).
+            event: The ``event`` key.
+            fields: The event's own keys.
+            trusted: Keys of ``fields`` the redactor need not see.
+            span_context: The span to correlate with; the current span when ``None``.
+        """
+        out: dict[str, Any] = {
+            "timestamp": format_timestamp(time.time()),
+            "level": level,
+            "event": _bounded_event(event),
+            "logger": logger_name,
+            "service": self.service,
+            "environment": self.environment,
+        }
+        if span_context is None:
+            span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
+            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
+        own: dict[str, Any] = {}
+        untrusted: dict[str, Any] = {}
+        context = _CONTEXT.get()
+        if context:
+            for key, value in context.items():
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                else:
+                    own[key] = value
+                    if key not in trusted:
+                        untrusted[key] = value
+        for key, value in fields.items():
+            if key in out:
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                continue
+            if key in _OWN_SKIP:
+                continue
+            if key in trusted:
+                own[key] = value
+                untrusted.pop(key, None)
+                continue
+            if type(value) is str and len(value) > MAX_VALUE_CHARS:
+                value = _cut(value)
+            own[key] = untrusted[key] = value
+        if untrusted:
+            redacted = get_redactor().redact(untrusted)
+            if redacted is not untrusted:
+                for key in untrusted:
+                    own[key] = redacted.get(key, REDACTED)
+        out.update(own)
+        return out
+
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:
     """Return ``exc_info`` as ``{"type", "message", "frames", "cause"?}``.

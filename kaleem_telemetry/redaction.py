@@ -367,6 +367,9 @@ def _cannot_match(s: str) -> bool:
     )
 
 
+#: First characters of a string the walk parses as JSON.
+_JSON_OPENERS = ("{", "[")
+
 # Values that can never hold a secret worth hiding and are returned unchanged.
 _ATOMIC: frozenset[type] = frozenset({int, float, bool, type(None), complex})
 
@@ -535,9 +538,45 @@ class Redactor:
             Never raises.
         """
         try:
+            if type(value) is dict and self._plain(value):
+                return value
             return self._walk(value, 0, _Budget())
         except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
             return _fail_closed()
+
+    def _plain(self, value: dict[Any, Any]) -> bool:
+        """Tell cheaply that a flat ``dict`` holds nothing to hide.
+
+        The shape of nearly every log event: string keys that are not secret,
+        numbers, and short strings the scan pre-check clears. Anything else (a
+        nested container, a long or JSON-looking string, a secret key) answers
+        ``False`` and takes the full walk, which this must agree with.
+        """
+        if len(value) > self._max_items:
+            return False
+        cached = self._key_cache.get
+        limit = self._max_string
+        chars = 0
+        for key, item in dict.items(value):
+            if type(key) is not str:
+                return False
+            secret = cached(key)
+            if secret is None:
+                secret = self._is_secret_str(key)
+            if secret:
+                return False
+            kind = type(item)
+            if kind is str:
+                if len(item) > limit or not _cannot_match(item):
+                    return False
+                # A JSON document is parsed by the walk, and its escapes
+                # ("\\u0041") can spell what the raw text does not.
+                if item[:1] in _JSON_OPENERS or item[:1].isspace():
+                    return False
+                chars += len(item)
+            elif kind not in _ATOMIC:
+                return False
+        return chars <= _CHAR_BUDGET
 
     def redact_string(self, s: str) -> str:
         """Return *s* with every secret pattern and secret ``key=value`` hidden.

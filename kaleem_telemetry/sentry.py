@@ -53,7 +53,9 @@ __all__ = [
     "add_event_hook",
     "capture_exception",
     "configure_sentry",
+    "enter_request_scope",
     "is_enabled",
+    "leave_request_scope",
     "record_log",
     "request_scope",
     "reset_for_tests",
@@ -215,28 +217,68 @@ def add_event_hook(hook: EventHook) -> Callable[[], None]:
     return remove
 
 
-def request_scope() -> AbstractContextManager[Any] | None:
-    """Return a fresh Sentry isolation scope for one request or job, or ``None``.
+def enter_request_scope() -> Any:
+    """Give the running request or job a Sentry isolation scope of its own.
 
-    The web middleware and job decorators enter it for the duration of the
-    request, so breadcrumbs and tags of one request never reach the error
-    report of another (another merchant's, in a multi-tenant service). ``None``
-    when Sentry is off, so the caller pays nothing.
+    The web middleware and job decorators call it when a request starts, so
+    breadcrumbs, tags and the user set during one request never reach the error
+    report of another (another merchant's, in a multi-tenant service). The new
+    scope is a fork of the current isolation scope, so tags set at start-up still
+    apply. Only the isolation scope is forked: it is where ``sentry_sdk.set_tag``,
+    ``set_user``, ``set_context`` and breadcrumbs go, and Sentry's own
+    performance tracing, which would use the current scope, stays off.
+
+    Returns:
+        The isolation scope to hand back to `leave_request_scope()`, or ``None``
+        when Sentry is off, so the caller pays nothing.
     """
-    global _isolation_scope
+    global _scope_class
     if _MODE is None:
         return None
-    factory = _isolation_scope
-    if factory is None:
+    scope_class = _scope_class
+    if scope_class is None:
         # Looked up once: an import statement on every request costs a
         # sys.modules lookup and a module-lock check each time.
-        import sentry_sdk
+        from sentry_sdk import Scope
 
-        factory = _isolation_scope = sentry_sdk.isolation_scope
-    return factory()
+        scope_class = _scope_class = Scope
+    outer = scope_class.get_isolation_scope()
+    scope_class.set_isolation_scope(outer.fork())
+    return outer
 
 
-_isolation_scope: Callable[[], AbstractContextManager[Any]] | None = None
+def leave_request_scope(outer: Any) -> None:
+    """Restore the isolation scope `enter_request_scope()` returned (``None``: nothing)."""
+    if outer is not None and _scope_class is not None:
+        _scope_class.set_isolation_scope(outer)
+
+
+class _RequestScope:
+    __slots__ = ("_outer",)
+
+    def __init__(self) -> None:
+        self._outer: Any = None
+
+    def __enter__(self) -> Any:
+        self._outer = enter_request_scope()
+        return None if _scope_class is None else _scope_class.get_isolation_scope()
+
+    def __exit__(self, *_exc: object) -> None:
+        leave_request_scope(self._outer)
+        self._outer = None
+
+
+def request_scope() -> AbstractContextManager[Any] | None:
+    """Return a context manager giving its block a Sentry isolation scope, or ``None``.
+
+    The ``with`` form of `enter_request_scope()`; ``None`` when Sentry is off.
+    """
+    if _MODE is None:
+        return None
+    return _RequestScope()
+
+
+_scope_class: Any = None
 
 
 def record_log(event_dict: Mapping[str, Any], exc_info: Any = None) -> None:

@@ -118,7 +118,6 @@ class TelemetryMiddleware:
             method,
             raw_method,
             path,
-            environ.get("QUERY_STRING", ""),
             client_ip,
             environ.get("HTTP_USER_AGENT"),
             carrier,
@@ -218,6 +217,7 @@ class _Request:
                 self.client_ip,
                 self.request_id,
                 error,
+                environ.get("QUERY_STRING", ""),
             )
         finally:
             self.scope.close()
