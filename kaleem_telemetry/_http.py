@@ -24,6 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kaleem_telemetry import _setup
+from kaleem_telemetry import metrics as _metrics_mod
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import pop_context, push_context
 from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_EXCLUDED_PATHS",
     "DEFAULT_REQUEST_ID_HEADER",
     "ERROR_KEY",
+    "METHOD_LABELS",
     "OTHER_METHOD",
     "ROUTE_SCOPE_KEY",
     "STANDARD_METHODS",
@@ -85,7 +87,8 @@ ERROR_KEY = "kaleem_telemetry.error"
 #: knows the request is already instrumented.
 ACTIVE_KEY = "kaleem_telemetry.active"
 
-_METHODS = {m: m for m in STANDARD_METHODS}
+#: Method -> its label, for the standard methods (a lookup miss is `OTHER_METHOD`).
+METHOD_LABELS = {m: m for m in STANDARD_METHODS}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REQUEST_ID_BYTES = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
@@ -118,7 +121,7 @@ def normalise_method(method: str) -> str:
     Args:
         method: The request method as received.
     """
-    return _METHODS.get(method, OTHER_METHOD)
+    return METHOD_LABELS.get(method, OTHER_METHOD)
 
 
 def status_label(status: int) -> str:
@@ -321,8 +324,14 @@ class HttpRecorder:
     # -- metrics ------------------------------------------------------------------
 
     def in_progress(self, method: str) -> Any:
-        """Return the ``http_requests_in_progress`` child for ``method``."""
-        metrics = self.metrics()
+        """Return the ``http_requests_in_progress`` child for ``method``.
+
+        Called first for every request, so it is where a replaced set of metric
+        families (a reset registry) is noticed and the child caches dropped.
+        """
+        metrics = self._metrics
+        if metrics is None or metrics is not _metrics_mod._PROCESS_METRICS:
+            metrics = self.metrics()
         child = self._progress.get(method)
         if child is None:
             child = metrics.http_requests_in_progress.labels(method)

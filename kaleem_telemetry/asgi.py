@@ -46,12 +46,12 @@ from kaleem_telemetry._http import (
     ACTIVE_KEY,
     DEFAULT_EXCLUDED_PATHS,
     ERROR_KEY,
+    METHOD_LABELS,
+    OTHER_METHOD,
     ROUTE_SCOPE_KEY,
     UNMATCHED,
     HttpRecorder,
     RequestScope,
-    client_ip_from_scope,
-    normalise_method,
     request_id_or_new,
     route_template,
 )
@@ -134,7 +134,7 @@ class TelemetryMiddleware:
         start = perf_counter_ns()
         settings = recorder.settings()
         raw_method: str = scope.get("method", "GET")
-        method = normalise_method(raw_method)
+        method = METHOD_LABELS.get(raw_method, OTHER_METHOD)
         rid_key = settings.header_key
         raw_rid: bytes | None = None
         user_agent: bytes | None = None
@@ -149,7 +149,8 @@ class TelemetryMiddleware:
                 traced = True
         request_id = request_id_or_new(raw_rid)
         rid_header = (rid_key, request_id.encode("latin-1"))
-        client_ip = client_ip_from_scope(scope)
+        client = scope.get("client")
+        client_ip = client[0] if client and type(client[0]) is str else None
         scope[ACTIVE_KEY] = True
 
         span = recorder.start_span(

@@ -1030,16 +1030,22 @@ class Redactor:
             return self._scan(_cut(query, self._max_string)) + f"[TRUNCATED:{len(query)} chars]"
         lead = "?" if query.startswith("?") else ""
         params = query[len(lead) :].split("&")
+        # Nothing percent- or plus-encoded (the usual query): names and values
+        # are read as they are, and a value the pre-check clears needs no scan.
+        encoded = "%" in query or "+" in query
+        is_secret = self._is_secret_str
         changed = False
         for index, param in enumerate(params):
             name, equals, value = param.partition("=")
             if not equals:
                 new = self._scan(param)
-            elif value and self._is_secret_str(_unquote(name)):
+            elif value and is_secret(_unquote(name) if encoded else name):
                 new = name + "=" + REDACTED
+            elif not encoded and _cannot_match(value):
+                continue
             else:
                 new_value = self._scan(value)
-                if new_value is value:
+                if new_value is value and encoded:
                     decoded = _unquote(value)
                     if decoded is not value:
                         redacted = self._scan(decoded)

@@ -66,6 +66,7 @@ from opentelemetry.trace import Status
 
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._version import __version__
+from kaleem_telemetry.context import _CONTEXT as _BOUND
 from kaleem_telemetry.context import span_attributes
 from kaleem_telemetry.propagation import install_propagators
 from kaleem_telemetry.redaction import REDACTED, get_redactor, redact_attributes
@@ -570,9 +571,9 @@ class _SpanRouter(SpanProcessor):
         # Runs for every span: a plain try costs nothing until something raises,
         # where entering internal_errors() would cost a generator per span.
         try:
-            attributes = span_attributes()
-            if attributes:
-                span.set_attributes(attributes)
+            bound = _BOUND.get()
+            if bound:
+                span.set_attributes(span_attributes(bound))
         except Exception:
             with internal_errors("span context attributes"):
                 raise
