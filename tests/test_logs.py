@@ -426,3 +426,44 @@ class TestEmitEvent:
         logs.emit_event("x", "debug", "hidden", {})
 
         assert _lines(capsys) == []
+
+    def test_shape_fields_matches_the_structlog_shape(self):
+        """shape_fields() gives what the shaper gives the same event as a dict, keys in order."""
+        from kaleem_telemetry.processors import TRUSTED_KEY
+
+        shaper = logs._PIPELINE.shaper
+        token = "tok" + "z" * 20
+        fields = {
+            "route": "/items/{item_id}",
+            "path": f"/reset?token={token}",
+            "request_id": "rid-1",
+            "note": "client said password=hunter2",
+            "status_code": 200,
+        }
+        trusted = frozenset({"route", "status_code"})
+        with telemetry_context(merchant_id="m-1", tenant="t-9"):
+            fast = shaper.shape_fields("access", "info", "http_request", fields, trusted)
+            slow = shaper(
+                None,
+                "info",
+                {"event": "http_request", "logger": "access", **fields, TRUSTED_KEY: trusted},
+            )
+
+        fast.pop("timestamp")
+        slow.pop("timestamp")
+        assert list(fast.items()) == list(slow.items())
+        assert token not in fast["path"]
+        assert "hunter2" not in fast["note"]
+        assert fast["merchant_id"] == "m-1"
+        assert fast["request_id"] == "rid-1"
+
+    def test_the_span_context_passed_in_is_the_one_logged(self, capsys):
+        """A caller holding the span passes its context; no lookup of the current span."""
+        from opentelemetry.trace import SpanContext, TraceFlags
+
+        context = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+        logs.emit_event("x", "info", "done", {"n": 1}, span_context=context)
+
+        [line] = _lines(capsys)
+        assert line["trace_id"] == f"{0xABC:032x}"
+        assert line["span_id"] == f"{0xDEF:016x}"

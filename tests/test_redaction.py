@@ -1149,3 +1149,76 @@ class TestScanPrecheck:
 
         assert not redaction._cannot_match(Sneaky("4111111111111111"))
         assert redaction.Redactor().redact_string(Sneaky(_card())) == "[REDACTED:card]"
+
+
+_FLAT_KEYS = st.sampled_from(
+    ["path", "client_ip", "route", "note", "password", "api_key", "token_count", "x", "Cookie"]
+)
+_FLAT_VALUES = st.one_of(
+    st.lists(_FRAGMENTS, max_size=12).map("".join),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.booleans(),
+    st.builds(lambda body: "[" + body + "]", st.lists(_FRAGMENTS, max_size=6).map("".join)),
+)
+
+
+class TestFlatDictShortcut:
+    """`Redactor.redact` answers flat clean dicts without the walk, and agrees with it."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(event=st.dictionaries(_FLAT_KEYS, _FLAT_VALUES, max_size=6))
+    def test_shortcut_agrees_with_the_walk(self, event: dict[str, Any]) -> None:
+        """Whatever the dict, redact() gives what the full walk gives."""
+        redactor = Redactor()
+        walked = redactor._walk(event, 0, redaction._Budget())
+        assert redactor.redact(event) == walked
+        if redactor._plain(event):
+            assert walked is event
+
+    def test_clean_access_fields_come_back_as_they_are(self) -> None:
+        """The access event's own values are the very same dict, not a copy."""
+        fields = {"path": "/items/42", "client_ip": "127.0.0.1", "status_code": 200}
+        assert Redactor().redact(fields) is fields
+
+    def test_escaped_json_is_still_parsed(self) -> None:
+        """A JSON string spelling a key with escapes takes the walk and is redacted."""
+        key = "AK" + "IA" + _rand(string.ascii_uppercase + string.digits, 16)
+        escaped = "".join(f"\\u{ord(char):04x}" for char in key)
+        text = '["' + escaped + '"]'
+        assert redaction._cannot_match(text)
+        assert key not in orjson.dumps(Redactor().redact({"note": text})).decode()
+        assert Redactor().redact({"note": text}) != {"note": text}
+
+    def test_secret_key_and_nested_values_take_the_walk(self) -> None:
+        """A secret key, a nested dict or an over-long string is never answered early."""
+        redactor = Redactor(max_string=20)
+        assert redactor.redact({"password": "x" * 8}) == {"password": REDACTED}
+        assert not redactor._plain({"inner": {"a": 1}})
+        assert not redactor._plain({"long": "y" * 21})
+        assert not redactor._plain({1: "a"})
+
+
+class TestPlainQueryShortcut:
+    """A query with nothing percent- or plus-encoded skips decoding, with the same result."""
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        params=st.lists(
+            st.tuples(
+                st.sampled_from(["q", "page", "token", "api_key", "sort", "next"]),
+                st.lists(_FRAGMENTS.filter(lambda f: not set(f) & set("&%+#")), max_size=8).map(
+                    "".join
+                ),
+            ),
+            max_size=5,
+        )
+    )
+    def test_plain_query_matches_the_decoding_path(self, params: list[tuple[str, str]]) -> None:
+        """Adding one encoded parameter (forcing the decoding path) changes nothing else."""
+        query = "&".join(f"{name}={value}" for name, value in params)
+        redactor = Redactor()
+        plain = redactor.redact_query(query)
+        with_encoded = redactor.redact_query(query + "&z=%41")
+        assert with_encoded == plain + "&z=%41"

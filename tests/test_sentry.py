@@ -332,3 +332,45 @@ class TestLink:
         assert events[0]["contexts"]["trace"]["trace_id"] == failed.trace_id
         assert events[0]["tags"]["merchant_id"] == "m-42"
         assert failed.status_code == 2
+
+
+class TestRequestScope:
+    def test_off_costs_nothing(self) -> None:
+        """With Sentry off there is no scope to enter and nothing to restore."""
+        assert sentry.enter_request_scope() is None
+        sentry.leave_request_scope(None)
+        assert sentry.request_scope() is None
+
+    def test_tags_set_inside_stay_inside(self, ingest: SentryIngest) -> None:
+        """A request's tags reach its own events only; start-up tags reach both."""
+        import sentry_sdk
+
+        component = _configure(ingest)
+        sentry_sdk.set_tag("deploy", "blue")
+        outer = sentry.enter_request_scope()
+        try:
+            sentry_sdk.set_tag("order", "o-1")
+            sentry.capture_exception(_raise("inside"))
+        finally:
+            sentry.leave_request_scope(outer)
+        sentry.capture_exception(_raise("outside"))
+        component.force_flush(5)
+        events = {e["exception"]["values"][0]["value"]: e for e in ingest.wait_for_events(2)}
+
+        assert events["inside"]["tags"]["order"] == "o-1"
+        assert events["inside"]["tags"]["deploy"] == "blue"
+        assert "order" not in events["outside"]["tags"]
+        assert events["outside"]["tags"]["deploy"] == "blue"
+
+    def test_with_form_restores_the_outer_scope(self, ingest: SentryIngest) -> None:
+        """request_scope() as a with block hands back the outer isolation scope on exit."""
+        import sentry_sdk
+
+        _configure(ingest)
+        before = sentry_sdk.get_isolation_scope()
+        manager = sentry.request_scope()
+        assert manager is not None
+        with manager as scope:
+            assert scope is sentry_sdk.get_isolation_scope()
+            assert scope is not before
+        assert sentry_sdk.get_isolation_scope() is before
