@@ -247,16 +247,20 @@ class EventShaper:
                     own[key] = value
                     if key not in trusted:
                         untrusted[key] = value
+        # Bound keys that are not fixed ones: an event key of the same name
+        # replaces the bound value, and its trust with it.
+        shadowed = bool(own)
         for key, value in fields.items():
             if key in out:
                 if key in _CONTEXT_KEYS:
                     out[key] = value
                 continue
-            if key in _OWN_SKIP:
-                continue
             if key in trusted:
                 own[key] = value
-                untrusted.pop(key, None)
+                if shadowed:
+                    untrusted.pop(key, None)
+                continue
+            if key in _OWN_SKIP:
                 continue
             if type(value) is str and len(value) > MAX_VALUE_CHARS:
                 value = _cut(value)

@@ -367,6 +367,8 @@ def _cannot_match(s: str) -> bool:
     )
 
 
+#: The shortest string a pattern can hit ("pwd=x"); shorter ones are never scanned.
+_SHORTEST_HIT = 5
 #: First characters of a string the walk parses as JSON.
 _JSON_OPENERS = ("{", "[")
 
@@ -556,6 +558,8 @@ class Redactor:
             return False
         cached = self._key_cache.get
         limit = self._max_string
+        triggers = _SCAN_TRIGGERS
+        card_run = _CARD_RUN.search
         chars = 0
         for key, item in dict.items(value):
             if type(key) is not str:
@@ -567,13 +571,22 @@ class Redactor:
                 return False
             kind = type(item)
             if kind is str:
-                if len(item) > limit or not _cannot_match(item):
+                size = len(item)
+                if size > limit:
                     return False
-                # A JSON document is parsed by the walk, and its escapes
-                # ("\\u0041") can spell what the raw text does not.
-                if item[:1] in _JSON_OPENERS or item[:1].isspace():
-                    return False
-                chars += len(item)
+                # Under five characters the walk scans nothing (see _redact_str).
+                if size >= _SHORTEST_HIT:
+                    # _cannot_match(), inlined: this runs for every value logged.
+                    if not triggers.isdisjoint(item):
+                        return False
+                    if size >= _CARD_MIN_DIGITS and card_run(item) is not None:
+                        return False
+                    # A JSON document is parsed by the walk, and its escapes
+                    # ("\\u0041") can spell what the raw text does not.
+                    first = item[0]
+                    if first in _JSON_OPENERS or first.isspace():
+                        return False
+                chars += size
             elif kind not in _ATOMIC:
                 return False
         return chars <= _CHAR_BUDGET
@@ -869,7 +882,7 @@ class Redactor:
             return _TRUNCATED_BUDGET
         if size > self._max_string:
             return self._scan(_cut(s, self._max_string)) + f"[TRUNCATED:{size} chars]"
-        if size < 5:
+        if size < _SHORTEST_HIT:
             # No pattern fits in four characters (the shortest is "pwd=x").
             return s
         first = s[0]
