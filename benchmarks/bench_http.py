@@ -25,7 +25,7 @@ the added costs (ours / stack). The bar the middleware is designed for is a rati
 of at most 0.15. On a shared machine the wall clock wanders by tens of percent
 between runs; the process CPU time wanders less, and ``--instructions`` not at all.
 
-    python benchmarks/bench_http.py [--requests 5000] [--rounds 7]
+    python benchmarks/bench_http.py [--requests 3000] [--rounds 25]
     python benchmarks/bench_http.py --instructions     # CPU instructions, via valgrind
 """
 
@@ -294,7 +294,7 @@ def _report_instructions(variants: Sequence[str]) -> int:
     }
     ours_added = per_request["ours"] - per_request["bare"]
     stack_added = per_request["stack"] - per_request["bare"]
-    print("CPU instructions per request (callgrind; the same on a busy or an idle machine)")
+    print("CPU instructions per request (callgrind; load moves it by a few percent at most)")
     for name in variants:
         added = per_request[name] - per_request["bare"]
         print(f"{name:<14} {per_request[name]:>12,.0f} {added:>12,.0f} added")
@@ -304,8 +304,8 @@ def _report_instructions(variants: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000, help="requests per round")
-    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=25, help="interleaved rounds")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(
         "--variants",
