@@ -12,10 +12,13 @@ nothing is imported lazily once the first request has been served.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -28,7 +31,7 @@ from kaleem_telemetry import metrics as _metrics_mod
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import pop_context, push_context
 from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
-from kaleem_telemetry.metrics import get_metrics
+from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
 from kaleem_telemetry.sentry import leave_request_scope as leave_sentry_scope
@@ -45,6 +48,7 @@ __all__ = [
     "DEFAULT_EXCLUDED_PATHS",
     "DEFAULT_REQUEST_ID_HEADER",
     "ERROR_KEY",
+    "EXEMPLAR_REFRESH_SECONDS",
     "METHOD_LABELS",
     "OTHER_METHOD",
     "ROUTE_SCOPE_KEY",
@@ -67,6 +71,8 @@ STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 OTHER_METHOD = "_OTHER"
+#: Seconds a duration bucket's ``trace_id`` exemplar stands before a newer one replaces it.
+EXEMPLAR_REFRESH_SECONDS = 1.0
 #: The ``route`` label of a request that matched no route.
 UNMATCHED = "unmatched"
 #: The paths the middleware never traces, logs or counts (DESIGN §9).
@@ -286,7 +292,7 @@ class HttpRecorder:
         self._settings: RequestSettings | None = None
         self._settings_config: Any = _UNSET
         self._metrics: TelemetryMetrics | None = None
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, list[float]]] = {}
         self._progress: dict[str, Any] = {}
         self._errors: dict[tuple[str, str, str, str], Any] = {}
         self._ws_active: dict[str, Any] = {}
@@ -341,7 +347,13 @@ class HttpRecorder:
     def observe(
         self, method: str, route: str, status: str, seconds: float, trace_id: str | None
     ) -> None:
-        """Count one request and observe its duration (with an exemplar when sampled)."""
+        """Count one request and observe its duration (with an exemplar when sampled).
+
+        A bucket keeps one exemplar (OpenMetrics), and a scrape only ever sees
+        the latest; so a sampled request replaces its bucket's exemplar only when
+        that one is `EXEMPLAR_REFRESH_SECONDS` old, which spares the exemplar's
+        validation and locking on almost every request of a busy route.
+        """
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
@@ -349,14 +361,21 @@ class HttpRecorder:
             children = (
                 metrics.http_requests_total.labels(method, route, status),
                 metrics.http_request_duration_seconds.labels(method, route, status),
+                [-math.inf] * (len(HTTP_BUCKETS) + 1),
             )
             if len(self._children) < _CHILD_CACHE_SIZE:
                 self._children[key] = children
         children[0].inc()
-        if trace_id is None:
-            children[1].observe(seconds)
-        else:
-            children[1].observe(seconds, {"trace_id": trace_id})
+        if trace_id is not None:
+            stamps = children[2]
+            # The bucket prometheus_client picks: the first bound >= seconds (+Inf last).
+            index = bisect_left(HTTP_BUCKETS, seconds)
+            now = monotonic()
+            if now - stamps[index] >= EXEMPLAR_REFRESH_SECONDS:
+                stamps[index] = now
+                children[1].observe(seconds, {"trace_id": trace_id})
+                return
+        children[1].observe(seconds)
 
     def count_error(self, method: str, route: str, status: str, error_type: str) -> None:
         """Increment ``http_errors_total`` for one failed request."""

@@ -124,3 +124,55 @@ class TestRequestIdRandomness:
             os.waitpid(pid, 0)
 
         assert ids[0] != ids[1]
+
+
+class TestExemplarRefresh:
+    """A bucket's trace_id exemplar is replaced at most once per refresh interval."""
+
+    @staticmethod
+    def _exemplars(registry) -> dict[str, str]:
+        return {
+            sample.labels["le"]: sample.exemplar.labels["trace_id"]
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "http_request_duration_seconds_bucket" and sample.exemplar
+        }
+
+    def test_a_fresh_exemplar_stands_then_a_stale_one_is_replaced(self, registry, monkeypatch):
+        """Within the interval the first exemplar stays; after it, the next sampled one wins."""
+        from kaleem_telemetry import _http
+
+        clock = [1000.0]
+        monkeypatch.setattr(_http, "monotonic", lambda: clock[0])
+        recorder = _http.HttpRecorder(registry=registry)
+        recorder.observe("GET", "/a", "200", 0.001, "a" * 32)
+        recorder.observe("GET", "/a", "200", 0.002, "b" * 32)
+        assert self._exemplars(registry) == {"0.005": "a" * 32}
+
+        clock[0] += _http.EXEMPLAR_REFRESH_SECONDS
+        recorder.observe("GET", "/a", "200", 0.003, "c" * 32)
+        assert self._exemplars(registry) == {"0.005": "c" * 32}
+
+    def test_each_bucket_gets_its_own_exemplar_at_once(self, registry, monkeypatch):
+        """A slow request is not hidden by a fast one's fresh exemplar, +Inf included."""
+        from kaleem_telemetry import _http
+
+        monkeypatch.setattr(_http, "monotonic", lambda: 5.0)
+        recorder = _http.HttpRecorder(registry=registry)
+        recorder.observe("GET", "/a", "200", 0.001, "a" * 32)
+        recorder.observe("GET", "/a", "200", 0.3, "b" * 32)
+        recorder.observe("GET", "/a", "200", 0.005, "c" * 32)
+        recorder.observe("GET", "/a", "200", 60.0, "d" * 32)
+        assert self._exemplars(registry) == {
+            "0.005": "a" * 32,
+            "0.5": "b" * 32,
+            "+Inf": "d" * 32,
+        }
+        samples = {
+            sample.labels["le"]: sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "http_request_duration_seconds_bucket"
+        }
+        assert samples["0.005"] == 2
+        assert samples["+Inf"] == 4
