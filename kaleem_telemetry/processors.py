@@ -30,7 +30,6 @@ from kaleem_telemetry.redaction import REDACTED, get_redactor
 __all__ = [
     "FIXED_KEYS",
     "MAX_VALUE_CHARS",
-    "TRUSTED_KEY",
     "EventShaper",
     "add_timestamp",
     "format_timestamp",
@@ -54,9 +53,6 @@ FIXED_KEYS = (
     "user_id",
 )
 
-#: The private event key naming the keys the redactor need not see (`logs.emit_event`).
-TRUSTED_KEY = "_kaleem_trusted"
-
 #: A string value longer than this is cut, and the cut is marked.
 MAX_VALUE_CHARS = 16_384
 
@@ -65,7 +61,7 @@ _MAX_CAUSES = 4
 _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
-_OWN_SKIP = frozenset({"event", "exc_info", "stack_info", TRUSTED_KEY})
+_OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -173,19 +169,7 @@ class EventShaper:
                 value = _cut(value)
             own[key] = value
         if own:
-            trusted = event_dict.get(TRUSTED_KEY)
-            if trusted:
-                untrusted = {k: v for k, v in own.items() if k not in trusted}
-                redacted = get_redactor().redact(untrusted)
-                if redacted is untrusted:
-                    # The redactor hands back the very same dict when nothing was
-                    # hidden (the common case): every value of own stands as is.
-                    out.update(own)
-                else:
-                    for key, value in own.items():
-                        out[key] = value if key in trusted else redacted.get(key, REDACTED)
-            else:
-                out.update(get_redactor().redact(own))
+            out.update(get_redactor().redact(own))
         exc_info = event_dict.get("exc_info")
         if exc_info:
             if self.structure_exceptions:

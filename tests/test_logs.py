@@ -429,8 +429,6 @@ class TestEmitEvent:
 
     def test_shape_fields_matches_the_structlog_shape(self):
         """shape_fields() gives what the shaper gives the same event as a dict, keys in order."""
-        from kaleem_telemetry.processors import TRUSTED_KEY
-
         shaper = logs._PIPELINE.shaper
         token = "tok" + "z" * 20
         fields = {
@@ -440,14 +438,9 @@ class TestEmitEvent:
             "note": "client said password=hunter2",
             "status_code": 200,
         }
-        trusted = frozenset({"route", "status_code"})
         with telemetry_context(merchant_id="m-1", tenant="t-9"):
-            fast = shaper.shape_fields("access", "info", "http_request", fields, trusted)
-            slow = shaper(
-                None,
-                "info",
-                {"event": "http_request", "logger": "access", **fields, TRUSTED_KEY: trusted},
-            )
+            fast = shaper.shape_fields("access", "info", "http_request", fields)
+            slow = shaper(None, "info", {"event": "http_request", "logger": "access", **fields})
 
         fast.pop("timestamp")
         slow.pop("timestamp")
@@ -456,6 +449,16 @@ class TestEmitEvent:
         assert "hunter2" not in fast["note"]
         assert fast["merchant_id"] == "m-1"
         assert fast["request_id"] == "rid-1"
+
+    def test_a_structlog_event_cannot_declare_its_own_keys_trusted(self, capsys):
+        """Only the library's emit_event() skips redaction for keys; a log call cannot."""
+        secret = "hunter" + "2" * 6
+        logs.get_logger("x").info(
+            "e", _kaleem_trusted=frozenset({"note"}), note=f"password={secret}"
+        )
+
+        [line] = _lines(capsys)
+        assert secret not in json.dumps(line)
 
     def test_the_span_context_passed_in_is_the_one_logged(self, capsys):
         """A caller holding the span passes its context; no lookup of the current span."""
