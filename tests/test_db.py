@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -8,17 +7,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from kaleem_telemetry import tracing
-from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.db import track_db
-
-
-@pytest.fixture(name="spans")
-def _spans() -> Iterator[Any]:
-    """Tracing without export, with an in-memory span exporter attached."""
-    tracing.configure_tracing(TelemetryConfig.from_env(environ={"OTEL_TRACES_EXPORTER": "none"}))
-    exporter, remove = tracing.capture_spans()
-    yield exporter
-    remove()
 
 
 def _count(registry: CollectorRegistry, status: str, operation: str = "find") -> float:
@@ -34,14 +23,14 @@ def _count(registry: CollectorRegistry, status: str, operation: str = "find") ->
 
 class TestTrackDb:
     def test_context_manager_records_metric_and_span(
-        self, registry: CollectorRegistry, spans: Any
+        self, registry: CollectorRegistry, span_exporter: Any
     ) -> None:
         """A with-block observes the histogram with status ok and ends a CLIENT span."""
         with track_db("find", collection="orders", system="mongodb", registry=registry) as op:
             assert op.span is not None
             assert op.span.is_recording()
 
-        (span,) = spans.get_finished_spans()
+        (span,) = span_exporter.get_finished_spans()
         assert _count(registry, "ok") == 1
         assert span.name == "find orders"
         assert span.kind == SpanKind.CLIENT
@@ -49,7 +38,9 @@ class TestTrackDb:
         assert span.attributes["db.collection.name"] == "orders"
         assert span.attributes["db.operation.name"] == "find"
 
-    def test_error_recorded_and_reraised(self, registry: CollectorRegistry, spans: Any) -> None:
+    def test_error_recorded_and_reraised(
+        self, registry: CollectorRegistry, span_exporter: Any
+    ) -> None:
         """An exception is re-raised unchanged, counted as status error and set on the span."""
         boom = RuntimeError("boom")
 
@@ -59,14 +50,14 @@ class TestTrackDb:
         ):
             raise boom
 
-        (span,) = spans.get_finished_spans()
+        (span,) = span_exporter.get_finished_spans()
         assert info.value is boom
         assert _count(registry, "error") == 1
         assert _count(registry, "ok") == 0
         assert span.status.status_code == StatusCode.ERROR
         assert span.events[0].name == "exception"
 
-    def test_span_is_current_inside(self, registry: CollectorRegistry, spans: Any) -> None:
+    def test_span_is_current_inside(self, registry: CollectorRegistry, span_exporter: Any) -> None:
         """Spans started inside the block are children of the database span."""
         with (
             track_db("find", collection="orders", system="mongodb", registry=registry),
@@ -74,16 +65,16 @@ class TestTrackDb:
         ):
             pass
 
-        inner, outer = spans.get_finished_spans()
+        inner, outer = span_exporter.get_finished_spans()
         assert inner.parent is not None
         assert inner.parent.span_id == outer.context.span_id
 
-    def test_exemplar_when_sampled(self, registry: CollectorRegistry, spans: Any) -> None:
+    def test_exemplar_when_sampled(self, registry: CollectorRegistry, span_exporter: Any) -> None:
         """A sampled span's trace_id becomes the histogram exemplar."""
         with track_db("find", collection="orders", system="mongodb", registry=registry):
             pass
 
-        (span,) = spans.get_finished_spans()
+        (span,) = span_exporter.get_finished_spans()
         exemplars = [
             s.exemplar
             for family in registry.collect()
@@ -92,7 +83,7 @@ class TestTrackDb:
         ]
         assert exemplars[0].labels == {"trace_id": format(span.context.trace_id, "032x")}
 
-    def test_sync_decorator(self, registry: CollectorRegistry, spans: Any) -> None:
+    def test_sync_decorator(self, registry: CollectorRegistry, span_exporter: Any) -> None:
         """As a decorator each call is tracked and the return value passes through."""
 
         @track_db("insert", collection="orders", system="mongodb", registry=registry)
@@ -103,9 +94,9 @@ class TestTrackDb:
         assert insert(3) == 6
         assert insert.__name__ == "insert"
         assert _count(registry, "ok", "insert") == 2
-        assert len(spans.get_finished_spans()) == 2
+        assert len(span_exporter.get_finished_spans()) == 2
 
-    async def test_async_decorator(self, registry: CollectorRegistry, spans: Any) -> None:
+    async def test_async_decorator(self, registry: CollectorRegistry, span_exporter: Any) -> None:
         """An async function is tracked across its await, errors included."""
 
         @track_db("update", collection="orders", system="mongodb", registry=registry)
@@ -121,7 +112,9 @@ class TestTrackDb:
         assert _count(registry, "ok", "update") == 1
         assert _count(registry, "error", "update") == 1
 
-    async def test_async_context_manager(self, registry: CollectorRegistry, spans: Any) -> None:
+    async def test_async_context_manager(
+        self, registry: CollectorRegistry, span_exporter: Any
+    ) -> None:
         """An `async with` block is tracked like a `with` block."""
         async with track_db("find", collection="orders", system="mongodb", registry=registry) as op:
             assert op.span is not None
