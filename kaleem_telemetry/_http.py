@@ -499,7 +499,7 @@ class HttpRecorder:
         """
         # A plain try: entering internal_errors() would cost a generator per request.
         try:
-            status_text = _STATUS_LABELS.get(status) or str(status)
+            status_text = status_label(status)
             trace_id: str | None = None
             error_type: str | None = None
             if error is not None:
@@ -533,7 +533,7 @@ class HttpRecorder:
                 self.count_error(method, route, status_text, error_type)
             emit_event(
                 ACCESS_LOGGER,
-                "error" if status >= 500 else "warning" if status >= 400 else "info",
+                access_level(status),
                 "http_request",
                 {
                     "method": method,

@@ -52,6 +52,7 @@ from kaleem_telemetry._http import (
     UNMATCHED,
     HttpRecorder,
     RequestScope,
+    client_ip_from_scope,
     request_id_or_new,
     route_template,
 )
@@ -149,8 +150,7 @@ class TelemetryMiddleware:
                 traced = True
         request_id = request_id_or_new(raw_rid)
         rid_header = (rid_key, request_id.encode("latin-1"))
-        client = scope.get("client")
-        client_ip = client[0] if client and type(client[0]) is str else None
+        client_ip = client_ip_from_scope(scope)
         scope[ACTIVE_KEY] = True
 
         span = recorder.start_span(
