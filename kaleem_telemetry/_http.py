@@ -35,7 +35,7 @@ from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
 from kaleem_telemetry.sentry import leave_request_scope as leave_sentry_scope
-from kaleem_telemetry.tracing import get_tracer
+from kaleem_telemetry.tracing import set_own_attributes, start_own_span
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -455,7 +455,7 @@ class HttpRecorder:
             attributes["user_agent.original"] = user_agent
         if request_id is not None:
             attributes["request.id"] = request_id
-        return get_tracer().start_span(
+        return start_own_span(
             method if method != OTHER_METHOD else "HTTP",
             context=parent,
             kind=SpanKind.SERVER,
@@ -509,7 +509,6 @@ class HttpRecorder:
             span_context = span.get_span_context()
             if span.is_recording():
                 label = "HTTP" if method == OTHER_METHOD else method
-                span.update_name(label if route == UNMATCHED else f"{label} {route}")
                 attributes: dict[str, Any] = {
                     "http.route": route,
                     "http.response.status_code": status,
@@ -518,7 +517,9 @@ class HttpRecorder:
                     attributes["url.query"] = get_redactor().redact_query(query)
                 if error_type is not None:
                     attributes["error.type"] = error_type
-                span.set_attributes(attributes)
+                set_own_attributes(
+                    span, attributes, label if route == UNMATCHED else f"{label} {route}"
+                )
                 if error_type is not None:
                     if error is not None:
                         span.record_exception(error)

@@ -6,9 +6,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from prometheus_client import REGISTRY
 
 from kaleem_telemetry import context, tracing
@@ -224,6 +228,176 @@ class TestSampler:
 
         assert not sampled
         assert span_exporter.get_finished_spans() == ()  # type: ignore[attr-defined]
+
+
+class TestOwnAttributes:
+    """The middleware's span attributes: stored directly, identical to the public path."""
+
+    ATTRS: ClassVar[dict[str, Any]] = {
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+        "ok": True,
+    }
+
+    def _span(self) -> Any:
+        return tracing.start_own_span(
+            "GET",
+            context=Context(),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": "GET", "url.path": "/items/42"},
+        )
+
+    def test_own_span_carries_its_start_attributes(self, span_exporter: Any) -> None:
+        """start_own_span gives the same exported span as start_span(attributes=...)."""
+        self._span().end()
+        tracing.get_tracer().start_span(
+            "GET",
+            context=Context(),
+            kind=trace.SpanKind.SERVER,
+            attributes={"http.request.method": "GET", "url.path": "/items/42"},
+        ).end()
+
+        own, public = span_exporter.get_finished_spans()
+        assert dict(own.attributes) == dict(public.attributes)
+        assert own.name == public.name == "GET"
+        assert own.kind is public.kind is trace.SpanKind.SERVER
+
+    def test_fast_path_is_taken_with_the_installed_sdk(
+        self, span_exporter: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With this SDK the values go straight into the store (the public calls never run)."""
+        span = self._span()
+
+        def public(*_args: object) -> None:
+            raise AssertionError("the public path ran")
+
+        monkeypatch.setattr(span, "set_attributes", public)
+        monkeypatch.setattr(span, "update_name", public)
+        tracing.set_own_attributes(span, self.ATTRS, "GET /items/{item_id}")
+        span.end()
+
+        (finished,) = span_exporter.get_finished_spans()
+        assert finished.name == "GET /items/{item_id}"
+        assert dict(finished.attributes) == {
+            "http.request.method": "GET",
+            "url.path": "/items/42",
+            **self.ATTRS,
+        }
+
+    def test_value_length_limit_takes_the_public_path(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT still truncates the middleware's values."""
+        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
+        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
+        exporter, remove = tracing.capture_spans()
+        try:
+            span = self._span()
+            tracing.set_own_attributes(span, {"url.query": "page=2&sort=name"}, "GET /x")
+            span.end()
+        finally:
+            remove()
+
+        (finished,) = exporter.get_finished_spans()
+        assert finished.attributes["url.path"] == "/ite"
+        assert finished.attributes["url.query"] == "page"
+        assert finished.name == "GET /x"
+
+    def test_attribute_count_limit_evicts_like_the_sdk(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT the SDK's own eviction applies."""
+        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3")
+        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
+        exporter, remove = tracing.capture_spans()
+        try:
+            span = self._span()
+            tracing.set_own_attributes(span, {"a": 1, "b": 2})
+            span.end()
+        finally:
+            remove()
+
+        (finished,) = exporter.get_finished_spans()
+        assert len(finished.attributes) == 3
+        assert finished.attributes["b"] == 2
+        assert finished.dropped_attributes == 1
+
+    def test_dropped_counts_survive_redaction(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The exported span still says how many events and links the limits dropped."""
+        monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+        monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "1")
+        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
+        exporter, remove = tracing.capture_spans()
+        other = tracing.get_tracer().start_span("other").get_span_context()
+        try:
+            span = tracing.get_tracer().start_span(
+                "op", links=[trace.Link(other), trace.Link(other)]
+            )
+            span.add_event("one")
+            span.add_event("two", {"token": "t"})
+            span.end()
+        finally:
+            remove()
+
+        (finished,) = exporter.get_finished_spans()
+        assert [event.name for event in finished.events] == ["two"]
+        assert finished.dropped_events == 1
+        assert len(finished.links) == 1
+        assert finished.dropped_links == 1
+
+    def test_other_value_types_are_cleaned_by_the_sdk(self, span_exporter: Any) -> None:
+        """A list goes through the SDK's validation, which stores it as a tuple."""
+        span = self._span()
+        tracing.set_own_attributes(span, {"tags": ["a", "b"]})
+        span.end()
+
+        (finished,) = span_exporter.get_finished_spans()
+        assert finished.attributes["tags"] == ("a", "b")
+
+    def test_ended_and_non_recording_spans_are_left_alone(
+        self, span_exporter: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An ended span keeps its attributes (the SDK warns); a non-recording one ignores them."""
+        span = self._span()
+        span.end()
+        tracing.set_own_attributes(span, {"late": "x"}, "renamed")
+        tracing.set_own_attributes(trace.INVALID_SPAN, {"late": "x"}, "renamed")
+
+        (finished,) = span_exporter.get_finished_spans()
+        assert "late" not in finished.attributes
+        assert finished.name == "GET"
+
+    def test_a_foreign_provider_sampler_sees_the_start_attributes(self) -> None:
+        """Under a provider installed by someone else, its sampler gets the attributes."""
+        seen: list[dict[str, Any]] = []
+
+        class Recording(Sampler):
+            def should_sample(
+                self,
+                parent_context: Any,
+                trace_id: int,
+                name: str,
+                kind: Any = None,
+                attributes: Any = None,
+                links: Any = None,
+                trace_state: Any = None,
+            ) -> SamplingResult:
+                seen.append(dict(attributes or {}))
+                return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+            def get_description(self) -> str:
+                return "recording"
+
+        trace.set_tracer_provider(TracerProvider(sampler=Recording()))
+        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
+        exporter, remove = tracing.capture_spans()
+        try:
+            self._span().end()
+        finally:
+            remove()
+
+        assert seen == [{"http.request.method": "GET", "url.path": "/items/42"}]
+        assert dict(exporter.get_finished_spans()[0].attributes) == seen[0]
 
 
 class TestContextAttributes:
