@@ -30,7 +30,7 @@ from kaleem_telemetry import _setup
 from kaleem_telemetry import metrics as _metrics_mod
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import pop_context, push_context
-from kaleem_telemetry.logs import ACCESS_LOGGER, emit_event
+from kaleem_telemetry.logs import ACCESS_LOGGER, emit_access
 from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
@@ -80,11 +80,6 @@ DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 #: The structlog logger name of the access event.
 ACCESS_LOGGER_NAME = ACCESS_LOGGER
-#: Access-event keys whose values the middleware makes itself (a normalised
-#: method, the application's route template, numbers): the redactor skips them.
-#: The path, the client address and the request id come from the request and
-#: are redacted like any value.
-_ACCESS_TRUSTED = frozenset({"method", "route", "status_code", "duration_ms"})
 #: Scope/environ key where framework glue (Django) leaves the matched route template.
 ROUTE_SCOPE_KEY = "kaleem_telemetry.route"
 #: Scope/environ key where framework glue leaves an exception the framework handled.
@@ -532,21 +527,16 @@ class HttpRecorder:
             self.observe(method, route, status_text, duration_ns / 1e9, trace_id)
             if error_type is not None:
                 self.count_error(method, route, status_text, error_type)
-            emit_event(
-                ACCESS_LOGGER,
+            emit_access(
                 access_level(status),
-                "http_request",
-                {
-                    "method": method,
-                    "route": route,
-                    "path": path,
-                    "status_code": status,
-                    "duration_ms": round(duration_ns / 1e6, 3),
-                    "client_ip": client_ip,
-                    "request_id": request_id,
-                },
-                trusted=_ACCESS_TRUSTED,
-                span_context=span_context,
+                method,
+                route,
+                path,
+                status,
+                round(duration_ns / 1e6, 3),
+                client_ip,
+                request_id,
+                span_context,
             )
         except Exception:  # re-raised into internal_errors, which logs and swallows it
             with internal_errors("http request telemetry"):

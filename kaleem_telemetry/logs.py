@@ -38,6 +38,7 @@ __all__ = [
     "LogTap",
     "add_tap",
     "configure_logging",
+    "emit_access",
     "emit_event",
     "get_logger",
     "reset_for_tests",
@@ -222,6 +223,58 @@ def emit_event(
     try:
         shaped = pipeline.shaper.shape_fields(
             logger_name, level, event, fields, trusted, span_context
+        )
+        if pipeline.taps:
+            pipeline.tap(shaped, None)
+        _EVENT_WRITER.msg(pipeline.render(shaped))
+    except Exception:  # re-raised into internal_errors, which logs and swallows it
+        with internal_errors("log event"):
+            raise
+
+
+def emit_access(
+    level: str,
+    method: str,
+    route: str,
+    path: str,
+    status_code: int,
+    duration_ms: float,
+    client_ip: str | None,
+    request_id: str,
+    span_context: SpanContext,
+) -> None:
+    """Emit the web middleware's ``http_request`` access event (DESIGN §5).
+
+    The same line as ``emit_event(ACCESS_LOGGER, level, "http_request", {...})``
+    with the method, route, status and duration trusted, shaped by
+    `EventShaper.shape_access` for its fixed keys. Never raises.
+
+    Args:
+        level: ``"info"``, ``"warning"`` or ``"error"``.
+        method: The normalised method label.
+        route: The route template.
+        path: The raw path.
+        status_code: The response status.
+        duration_ms: The duration in milliseconds.
+        client_ip: The peer address, if known.
+        request_id: The request id.
+        span_context: The request span's context.
+    """
+    pipeline = _PIPELINE
+    if _LEVELS.get(level, logging.INFO) < pipeline.level:
+        return
+    try:
+        shaped = pipeline.shaper.shape_access(
+            ACCESS_LOGGER,
+            level,
+            method,
+            route,
+            path,
+            status_code,
+            duration_ms,
+            client_ip,
+            request_id,
+            span_context,
         )
         if pipeline.taps:
             pipeline.tap(shaped, None)

@@ -62,6 +62,8 @@ _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
+#: The access event's keys that the middleware makes itself (`EventShaper.shape_access`).
+_ACCESS_TRUSTED = frozenset({"method", "route", "status_code", "duration_ms"})
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -254,6 +256,87 @@ class EventShaper:
             if redacted is not untrusted:
                 for key in untrusted:
                     own[key] = redacted.get(key, REDACTED)
+        out.update(own)
+        return out
+
+    def shape_access(
+        self,
+        logger_name: str,
+        level: str,
+        method: str,
+        route: str,
+        path: str,
+        status_code: int,
+        duration_ms: float,
+        client_ip: str | None,
+        request_id: str,
+        span_context: trace.SpanContext,
+    ) -> dict[str, Any]:
+        """Shape the web middleware's ``http_request`` access event.
+
+        The same dict as `shape_fields` gives for the access event's seven
+        fields (``method``, ``route``, ``status_code`` and ``duration_ms``
+        trusted), written out for those fixed keys: one access event per request
+        is the hottest log line there is.
+
+        Args:
+            logger_name: The ``logger`` key.
+            level: The ``level`` key.
+            method: The normalised method label.
+            route: The route template.
+            path: The raw path (redacted).
+            status_code: The response status.
+            duration_ms: The duration in milliseconds.
+            client_ip: The peer address (redacted).
+            request_id: The request id (bound, so not redacted, like any bound id).
+            span_context: The request span's context.
+        """
+        out: dict[str, Any] = {
+            "timestamp": format_timestamp(time.time()),
+            "level": level,
+            "event": "http_request",
+            "logger": logger_name,
+            "service": self.service,
+            "environment": self.environment,
+        }
+        if span_context.is_valid:
+            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
+            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
+        own: dict[str, Any] = {}
+        context = _CONTEXT.get()
+        if context:
+            for key, value in context.items():
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                else:
+                    own[key] = value
+        bound = len(own)
+        if type(path) is str and len(path) > MAX_VALUE_CHARS:
+            path = _cut(path)
+        if type(client_ip) is str and len(client_ip) > MAX_VALUE_CHARS:
+            client_ip = _cut(client_ip)
+        # Assigned in the event's key order; a bound key of the same name keeps
+        # its place and takes the event's value (and trust).
+        own["method"] = method
+        own["route"] = route
+        own["path"] = path
+        own["status_code"] = status_code
+        own["duration_ms"] = duration_ms
+        own["client_ip"] = client_ip
+        if "request_id" in out:
+            out["request_id"] = request_id
+        else:
+            own["request_id"] = request_id
+        if bound:
+            untrusted = {k: v for k, v in own.items() if k not in _ACCESS_TRUSTED}
+        elif "request_id" in own:
+            untrusted = {"path": path, "client_ip": client_ip, "request_id": request_id}
+        else:
+            untrusted = {"path": path, "client_ip": client_ip}
+        redacted = get_redactor().redact(untrusted)
+        if redacted is not untrusted:
+            for key in untrusted:
+                own[key] = redacted.get(key, REDACTED)
         out.update(own)
         return out
 

@@ -330,26 +330,28 @@ def set_own_attributes(
         name: A new span name, or ``None`` to keep it.
     """
     if type(span) is _SDK_SPAN:
-        store = getattr(span, "_attributes", None)
-        if (
-            type(store) is BoundedAttributes
-            and store.max_value_len is None
-            and not getattr(store, "_immutable", True)
-            and type(getattr(store, "_dict", None)) is dict
-        ):
-            values = store._dict
-            maxlen = store.maxlen
-            if maxlen is None or len(values) + len(attributes) <= maxlen:
-                for value in attributes.values():
-                    if type(value) not in _PLAIN_VALUE_TYPES:
-                        break
-                else:
-                    # One dict update: atomic under the GIL for str keys, so no
-                    # lock is needed against another thread setting attributes.
-                    values.update(attributes)
-                    if name is not None:
-                        span._name = name  # type: ignore[attr-defined]
-                    return
+        try:
+            store = span._attributes  # type: ignore[attr-defined]
+            if type(store) is BoundedAttributes and store.max_value_len is None:
+                values = store._dict
+                maxlen = store.maxlen
+                if (
+                    not store._immutable
+                    and type(values) is dict
+                    and (maxlen is None or len(values) + len(attributes) <= maxlen)
+                ):
+                    for value in attributes.values():
+                        if type(value) not in _PLAIN_VALUE_TYPES:
+                            break
+                    else:
+                        # One dict update: atomic under the GIL for str keys, so no
+                        # lock is needed against another thread setting attributes.
+                        values.update(attributes)
+                        if name is not None:
+                            span._name = name  # type: ignore[attr-defined]
+                        return
+        except AttributeError:
+            pass  # an SDK whose span or store is built differently: the public path
     span.set_attributes(attributes)
     if name is not None:
         span.update_name(name)
@@ -567,10 +569,13 @@ class _SwitchableSampler(Sampler):
     """A sampler whose delegate can be swapped, since tracers keep the provider's sampler."""
 
     def __init__(self, delegate: Sampler) -> None:
-        self._delegate = delegate
+        self.set(delegate)
 
     def set(self, delegate: Sampler) -> None:
         self._delegate = delegate
+        # The tracer calls should_sample on every span: the instance attribute
+        # hands it the delegate's own method, one Python call less per span.
+        self.should_sample = delegate.should_sample  # type: ignore[method-assign]
 
     def should_sample(
         self,
@@ -761,14 +766,15 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
     """A `BatchSpanProcessor` that counts the spans it drops on a full queue."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        if span.context is not None and span.context.trace_flags.sampled:
-            # The SDK drops silently but for a rate-limited log line; its queue is
-            # a bounded deque, whose fullness we read before handing the span over.
-            queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
-            maxlen = getattr(queue, "maxlen", None)
-            if queue is not None and maxlen is not None and len(queue) >= maxlen:
+        # The SDK drops silently but for a rate-limited log line; its queue is a
+        # bounded deque, whose fullness we read before handing the span over.
+        try:
+            queue = self._batch_processor._queue
+            if len(queue) >= queue.maxlen and span.context.trace_flags.sampled:  # type: ignore[operator]
                 _record_dropped()
-        super().on_end(span)
+        except (AttributeError, TypeError):
+            pass  # an SDK that keeps its queue differently: spans are not counted
+        BatchSpanProcessor.on_end(self, span)
 
 
 def _record_dropped() -> None:

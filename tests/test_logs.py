@@ -6,6 +6,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
 
 from kaleem_telemetry import logs
@@ -449,6 +451,144 @@ class TestEmitEvent:
         assert "hunter2" not in fast["note"]
         assert fast["merchant_id"] == "m-1"
         assert fast["request_id"] == "rid-1"
+
+    @pytest.mark.parametrize(
+        "bound",
+        [
+            {},
+            {"request_id": "rid-1"},
+            {"request_id": "rid-1", "merchant_id": "m-1", "tenant": "t-9"},
+            {"request_id": "rid-1", "path": "bound-path", "method": "bound-method"},
+            {"request_id": "rid-1", "note": "password=hunter2", "user_id": "u-1"},
+            {"merchant_id": "m-1"},
+        ],
+    )
+    @pytest.mark.parametrize(
+        ("path", "client_ip", "request_id"),
+        [
+            ("/items/42", "127.0.0.1", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b"),
+            ("/reset/token=" + "t" * 30, "password=hunter2", "AKIA" + "B" * 16),
+            ("/x" * (MAX_VALUE_CHARS // 2 + 5), None, "rid-2"),
+            ('{"password": "hunter2"}', "::1", "r"),
+        ],
+    )
+    def test_shape_access_matches_shape_fields(self, bound, path, client_ip, request_id):
+        """The access shaper gives exactly what shape_fields gives the access event."""
+        from opentelemetry.trace import SpanContext, TraceFlags
+
+        shaper = logs._PIPELINE.shaper
+        span_context = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+        fields = {
+            "method": "GET",
+            "route": "/items/{item_id}",
+            "path": path,
+            "status_code": 404,
+            "duration_ms": 1.25,
+            "client_ip": client_ip,
+            "request_id": request_id,
+        }
+        trusted = frozenset({"method", "route", "status_code", "duration_ms"})
+        with telemetry_context(**bound):
+            fast = shaper.shape_access(
+                logs.ACCESS_LOGGER,
+                "warning",
+                "GET",
+                "/items/{item_id}",
+                path,
+                404,
+                1.25,
+                client_ip,
+                request_id,
+                span_context,
+            )
+            general = shaper.shape_fields(
+                logs.ACCESS_LOGGER, "warning", "http_request", fields, trusted, span_context
+            )
+
+        fast.pop("timestamp")
+        general.pop("timestamp")
+        assert list(fast.items()) == list(general.items())
+        assert "hunter2" not in json.dumps(fast)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        bound=st.dictionaries(
+            st.sampled_from(["request_id", "merchant_id", "path", "route", "x", "token"]),
+            st.text(max_size=30),
+            max_size=4,
+        ),
+        path=st.text(max_size=40),
+        client_ip=st.none() | st.text(max_size=20),
+        request_id=st.text(min_size=1, max_size=20),
+    )
+    def test_shape_access_matches_shape_fields_for_any_input(
+        self, bound, path, client_ip, request_id
+    ):
+        """Any bound context and any path, address or id: the two shapers agree."""
+        from opentelemetry.trace import INVALID_SPAN_CONTEXT
+
+        shaper = logs._PIPELINE.shaper
+        fields = {
+            "method": "POST",
+            "route": "unmatched",
+            "path": path,
+            "status_code": 500,
+            "duration_ms": 2.0,
+            "client_ip": client_ip,
+            "request_id": request_id,
+        }
+        trusted = frozenset({"method", "route", "status_code", "duration_ms"})
+        with telemetry_context(**bound):
+            fast = shaper.shape_access(
+                "a",
+                "error",
+                "POST",
+                "unmatched",
+                path,
+                500,
+                2.0,
+                client_ip,
+                request_id,
+                INVALID_SPAN_CONTEXT,
+            )
+            general = shaper.shape_fields(
+                "a", "error", "http_request", fields, trusted, INVALID_SPAN_CONTEXT
+            )
+
+        fast.pop("timestamp")
+        general.pop("timestamp")
+        assert list(fast.items()) == list(general.items())
+
+    def test_emit_access_writes_one_access_line(self, capsys):
+        """emit_access() writes the access event through the pipeline, redacted."""
+        from opentelemetry.trace import INVALID_SPAN_CONTEXT
+
+        logs.emit_access(
+            "info",
+            "GET",
+            "/r",
+            "/r?password=hunter2",
+            200,
+            0.5,
+            "10.0.0.1",
+            "rid",
+            INVALID_SPAN_CONTEXT,
+        )
+
+        [line] = _lines(capsys)
+        assert line["event"] == "http_request"
+        assert line["logger"] == logs.ACCESS_LOGGER
+        assert list(line)[6:] == [
+            "method",
+            "route",
+            "path",
+            "status_code",
+            "duration_ms",
+            "client_ip",
+            "request_id",
+        ]
+        assert "hunter2" not in line["path"]
+        assert "trace_id" not in line
 
     def test_a_structlog_event_cannot_declare_its_own_keys_trusted(self, capsys):
         """Only the library's emit_event() skips redaction for keys; a log call cannot."""
