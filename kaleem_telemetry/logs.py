@@ -216,20 +216,7 @@ def emit_event(
         span_context: The span the event belongs to, when the caller holds it;
             the current span when ``None``.
     """
-    pipeline = _PIPELINE
-    if _LEVELS.get(level, logging.INFO) < pipeline.level:
-        return
-    # A plain try: entering internal_errors() would cost a generator per event.
-    try:
-        shaped = pipeline.shaper.shape_fields(
-            logger_name, level, event, fields, trusted, span_context
-        )
-        if pipeline.taps:
-            pipeline.tap(shaped, None)
-        _EVENT_WRITER.msg(pipeline.render(shaped))
-    except Exception:  # re-raised into internal_errors, which logs and swallows it
-        with internal_errors("log event"):
-            raise
+    _emit(level, EventShaper.shape_fields, logger_name, level, event, fields, trusted, span_context)
 
 
 def emit_access(
@@ -260,22 +247,30 @@ def emit_access(
         request_id: The request id.
         span_context: The request span's context.
     """
+    _emit(
+        level,
+        EventShaper.shape_access,
+        ACCESS_LOGGER,
+        level,
+        method,
+        route,
+        path,
+        status_code,
+        duration_ms,
+        client_ip,
+        request_id,
+        span_context,
+    )
+
+
+def _emit(level: str, shape: Callable[..., dict[str, Any]], *args: Any) -> None:
+    """Shape an event with ``shape(shaper, *args)``, hand it to the taps, write it."""
     pipeline = _PIPELINE
     if _LEVELS.get(level, logging.INFO) < pipeline.level:
         return
+    # A plain try: entering internal_errors() would cost a generator per event.
     try:
-        shaped = pipeline.shaper.shape_access(
-            ACCESS_LOGGER,
-            level,
-            method,
-            route,
-            path,
-            status_code,
-            duration_ms,
-            client_ip,
-            request_id,
-            span_context,
-        )
+        shaped = shape(pipeline.shaper, *args)
         if pipeline.taps:
             pipeline.tap(shaped, None)
         _EVENT_WRITER.msg(pipeline.render(shaped))

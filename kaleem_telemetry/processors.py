@@ -185,6 +185,31 @@ class EventShaper:
             out["stack"] = _structure_stack()
         return out
 
+    def _head(
+        self, logger_name: str, level: str, event: Any, span_context: trace.SpanContext
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return the fixed keys of a library event, and its bound keys that are not fixed."""
+        out: dict[str, Any] = {
+            "timestamp": format_timestamp(time.time()),
+            "level": level,
+            "event": event,
+            "logger": logger_name,
+            "service": self.service,
+            "environment": self.environment,
+        }
+        if span_context.is_valid:
+            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
+            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
+        own: dict[str, Any] = {}
+        context = _CONTEXT.get()
+        if context:
+            for key, value in context.items():
+                if key in _CONTEXT_KEYS:
+                    out[key] = value
+                else:
+                    own[key] = value
+        return out, own
+
     def shape_fields(
         self,
         logger_name: str,
@@ -209,30 +234,10 @@ class EventShaper:
             trusted: Keys of ``fields`` the redactor need not see.
             span_context: The span to correlate with; the current span when ``None``.
         """
-        out: dict[str, Any] = {
-            "timestamp": format_timestamp(time.time()),
-            "level": level,
-            "event": _bounded_event(event),
-            "logger": logger_name,
-            "service": self.service,
-            "environment": self.environment,
-        }
         if span_context is None:
             span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
-            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
-        own: dict[str, Any] = {}
-        untrusted: dict[str, Any] = {}
-        context = _CONTEXT.get()
-        if context:
-            for key, value in context.items():
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                else:
-                    own[key] = value
-                    if key not in trusted:
-                        untrusted[key] = value
+        out, own = self._head(logger_name, level, _bounded_event(event), span_context)
+        untrusted = {key: value for key, value in own.items() if key not in trusted}
         # Bound keys that are not fixed ones: an event key of the same name
         # replaces the bound value, and its trust with it.
         shadowed = bool(own)
@@ -251,13 +256,7 @@ class EventShaper:
             if type(value) is str and len(value) > MAX_VALUE_CHARS:
                 value = _cut(value)
             own[key] = untrusted[key] = value
-        if untrusted:
-            redacted = get_redactor().redact(untrusted)
-            if redacted is not untrusted:
-                for key in untrusted:
-                    own[key] = redacted.get(key, REDACTED)
-        out.update(own)
-        return out
+        return _merge_redacted(out, own, untrusted)
 
     def shape_access(
         self,
@@ -291,25 +290,7 @@ class EventShaper:
             request_id: The request id (bound, so not redacted, like any bound id).
             span_context: The request span's context.
         """
-        out: dict[str, Any] = {
-            "timestamp": format_timestamp(time.time()),
-            "level": level,
-            "event": "http_request",
-            "logger": logger_name,
-            "service": self.service,
-            "environment": self.environment,
-        }
-        if span_context.is_valid:
-            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
-            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
-        own: dict[str, Any] = {}
-        context = _CONTEXT.get()
-        if context:
-            for key, value in context.items():
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                else:
-                    own[key] = value
+        out, own = self._head(logger_name, level, "http_request", span_context)
         bound = len(own)
         if type(path) is str and len(path) > MAX_VALUE_CHARS:
             path = _cut(path)
@@ -333,12 +314,20 @@ class EventShaper:
             untrusted = {"path": path, "client_ip": client_ip, "request_id": request_id}
         else:
             untrusted = {"path": path, "client_ip": client_ip}
+        return _merge_redacted(out, own, untrusted)
+
+
+def _merge_redacted(
+    out: dict[str, Any], own: dict[str, Any], untrusted: dict[str, Any]
+) -> dict[str, Any]:
+    """Put the redacted ``untrusted`` values into ``own``, then ``own`` after ``out``'s keys."""
+    if untrusted:
         redacted = get_redactor().redact(untrusted)
         if redacted is not untrusted:
             for key in untrusted:
                 own[key] = redacted.get(key, REDACTED)
-        out.update(own)
-        return out
+    out.update(own)
+    return out
 
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:

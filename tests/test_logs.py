@@ -402,6 +402,33 @@ def test_repr_of_unknown_objects_is_redacted(capsys):
     assert password not in capsys.readouterr().out
 
 
+def _both_access_shapes(
+    bound: dict[str, Any], path: str, client_ip: str | None, request_id: str, span_context: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Shape one access event with shape_access and with shape_fields, timestamps removed."""
+    shaper = logs._PIPELINE.shaper
+    fields = {
+        "method": "GET",
+        "route": "/items/{item_id}",
+        "path": path,
+        "status_code": 404,
+        "duration_ms": 1.25,
+        "client_ip": client_ip,
+        "request_id": request_id,
+    }
+    trusted = frozenset({"method", "route", "status_code", "duration_ms"})
+    with telemetry_context(**bound):
+        fast = shaper.shape_access(
+            logs.ACCESS_LOGGER, "warning", *fields.values(), span_context=span_context
+        )
+        general = shaper.shape_fields(
+            logs.ACCESS_LOGGER, "warning", "http_request", fields, trusted, span_context
+        )
+    fast.pop("timestamp")
+    general.pop("timestamp")
+    return fast, general
+
+
 @pytest.mark.usefixtures("json_logs")
 class TestEmitEvent:
     def test_untrusted_fields_are_redacted_and_trusted_ones_kept(self, capsys):
@@ -476,37 +503,9 @@ class TestEmitEvent:
         """The access shaper gives exactly what shape_fields gives the access event."""
         from opentelemetry.trace import SpanContext, TraceFlags
 
-        shaper = logs._PIPELINE.shaper
         span_context = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
-        fields = {
-            "method": "GET",
-            "route": "/items/{item_id}",
-            "path": path,
-            "status_code": 404,
-            "duration_ms": 1.25,
-            "client_ip": client_ip,
-            "request_id": request_id,
-        }
-        trusted = frozenset({"method", "route", "status_code", "duration_ms"})
-        with telemetry_context(**bound):
-            fast = shaper.shape_access(
-                logs.ACCESS_LOGGER,
-                "warning",
-                "GET",
-                "/items/{item_id}",
-                path,
-                404,
-                1.25,
-                client_ip,
-                request_id,
-                span_context,
-            )
-            general = shaper.shape_fields(
-                logs.ACCESS_LOGGER, "warning", "http_request", fields, trusted, span_context
-            )
+        fast, general = _both_access_shapes(bound, path, client_ip, request_id, span_context)
 
-        fast.pop("timestamp")
-        general.pop("timestamp")
         assert list(fast.items()) == list(general.items())
         assert "hunter2" not in json.dumps(fast)
 
@@ -527,36 +526,10 @@ class TestEmitEvent:
         """Any bound context and any path, address or id: the two shapers agree."""
         from opentelemetry.trace import INVALID_SPAN_CONTEXT
 
-        shaper = logs._PIPELINE.shaper
-        fields = {
-            "method": "POST",
-            "route": "unmatched",
-            "path": path,
-            "status_code": 500,
-            "duration_ms": 2.0,
-            "client_ip": client_ip,
-            "request_id": request_id,
-        }
-        trusted = frozenset({"method", "route", "status_code", "duration_ms"})
-        with telemetry_context(**bound):
-            fast = shaper.shape_access(
-                "a",
-                "error",
-                "POST",
-                "unmatched",
-                path,
-                500,
-                2.0,
-                client_ip,
-                request_id,
-                INVALID_SPAN_CONTEXT,
-            )
-            general = shaper.shape_fields(
-                "a", "error", "http_request", fields, trusted, INVALID_SPAN_CONTEXT
-            )
+        fast, general = _both_access_shapes(
+            bound, path, client_ip, request_id, INVALID_SPAN_CONTEXT
+        )
 
-        fast.pop("timestamp")
-        general.pop("timestamp")
         assert list(fast.items()) == list(general.items())
 
     def test_emit_access_writes_one_access_line(self, capsys):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -230,6 +231,19 @@ class TestSampler:
         assert span_exporter.get_finished_spans() == ()  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _spans_with(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Any]:
+    """Configure tracing under ``env`` (SDK span limits) and collect its finished spans."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
+    exporter, remove = tracing.capture_spans()
+    try:
+        yield exporter
+    finally:
+        remove()
+
+
 class TestOwnAttributes:
     """The middleware's span attributes: stored directly, identical to the public path."""
 
@@ -288,15 +302,10 @@ class TestOwnAttributes:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT still truncates the middleware's values."""
-        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4")
-        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
-        exporter, remove = tracing.capture_spans()
-        try:
+        with _spans_with(monkeypatch, OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT="4") as exporter:
             span = self._span()
             tracing.set_own_attributes(span, {"url.query": "page=2&sort=name"}, "GET /x")
             span.end()
-        finally:
-            remove()
 
         (finished,) = exporter.get_finished_spans()
         assert finished.attributes["url.path"] == "/ite"
@@ -307,15 +316,10 @@ class TestOwnAttributes:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """With OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT the SDK's own eviction applies."""
-        monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "3")
-        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
-        exporter, remove = tracing.capture_spans()
-        try:
+        with _spans_with(monkeypatch, OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT="3") as exporter:
             span = self._span()
             tracing.set_own_attributes(span, {"a": 1, "b": 2})
             span.end()
-        finally:
-            remove()
 
         (finished,) = exporter.get_finished_spans()
         assert len(finished.attributes) == 3
@@ -324,20 +328,15 @@ class TestOwnAttributes:
 
     def test_dropped_counts_survive_redaction(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The exported span still says how many events and links the limits dropped."""
-        monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
-        monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "1")
-        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
-        exporter, remove = tracing.capture_spans()
-        other = tracing.get_tracer().start_span("other").get_span_context()
-        try:
+        limits = {"OTEL_SPAN_EVENT_COUNT_LIMIT": "1", "OTEL_SPAN_LINK_COUNT_LIMIT": "1"}
+        with _spans_with(monkeypatch, **limits) as exporter:
+            other = tracing.get_tracer().start_span("other").get_span_context()
             span = tracing.get_tracer().start_span(
                 "op", links=[trace.Link(other), trace.Link(other)]
             )
             span.add_event("one")
             span.add_event("two", {"token": "t"})
             span.end()
-        finally:
-            remove()
 
         (finished,) = exporter.get_finished_spans()
         assert [event.name for event in finished.events] == ["two"]
@@ -367,7 +366,9 @@ class TestOwnAttributes:
         assert "late" not in finished.attributes
         assert finished.name == "GET"
 
-    def test_a_foreign_provider_sampler_sees_the_start_attributes(self) -> None:
+    def test_a_foreign_provider_sampler_sees_the_start_attributes(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Under a provider installed by someone else, its sampler gets the attributes."""
         seen: list[dict[str, Any]] = []
 
@@ -389,12 +390,8 @@ class TestOwnAttributes:
                 return "recording"
 
         trace.set_tracer_provider(TracerProvider(sampler=Recording()))
-        tracing.configure_tracing(_config(OTEL_TRACES_EXPORTER="none"))
-        exporter, remove = tracing.capture_spans()
-        try:
+        with _spans_with(monkeypatch) as exporter:
             self._span().end()
-        finally:
-            remove()
 
         assert seen == [{"http.request.method": "GET", "url.path": "/items/42"}]
         assert dict(exporter.get_finished_spans()[0].attributes) == seen[0]
