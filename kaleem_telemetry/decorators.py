@@ -176,7 +176,7 @@ def _decorate(func: F, name: str | None, attributes: Mapping[str, Any] | None) -
 
 
 def _start(state: _Instrumented) -> tuple[trace.Span, object]:
-    span = tracing.get_tracer().start_span(state.span_name, attributes=state.attributes)
+    span = tracing.start_own_span(state.span_name, attributes=state.attributes)
     token = otel_context.attach(trace.set_span_in_context(span))
     return span, token
 
@@ -241,7 +241,7 @@ def _gen_wrapper(state: _Instrumented) -> Callable[..., Any]:
         generator = wrapped(*args, **kwargs)
 
         def run() -> Any:
-            span = tracing.get_tracer().start_span(state.span_name, attributes=state.attributes)
+            span = tracing.start_own_span(state.span_name, attributes=state.attributes)
             in_span = trace.set_span_in_context(span)
             start = time.perf_counter()
             ok = True
@@ -289,7 +289,7 @@ def _async_gen_wrapper(state: _Instrumented) -> Callable[..., Any]:
         agen = wrapped(*args, **kwargs)
 
         async def run() -> Any:
-            span = tracing.get_tracer().start_span(state.span_name, attributes=state.attributes)
+            span = tracing.start_own_span(state.span_name, attributes=state.attributes)
             in_span = trace.set_span_in_context(span)
             start = time.perf_counter()
             ok = True

@@ -279,12 +279,12 @@ def capture_spans() -> tuple[InMemorySpanExporter, Callable[[], None]]:
 def start_own_span(
     name: str,
     *,
-    context: Context,
-    kind: SpanKind,
     attributes: dict[str, Any],
+    context: Context | None = None,
+    kind: SpanKind = trace.SpanKind.INTERNAL,
     links: Sequence[Link] | None = None,
 ) -> trace.Span:
-    """Start a span of the library's own (a request's server span) with ``attributes``.
+    """Start a span of the library's own (a server span, an `@instrument` span).
 
     The same span as ``get_tracer().start_span(...)``. When the provider and its
     sampler are the library's own (its samplers never look at attributes), the
@@ -295,10 +295,10 @@ def start_own_span(
 
     Args:
         name: The span name.
-        context: The parent context.
+        attributes: The span's attributes; values of other types than ``str``,
+            ``int``, ``bool`` or ``float`` go through the SDK's validation.
+        context: The parent context; the current one when ``None``.
         kind: The span kind.
-        attributes: Attribute values made by the library: ``str``, ``int``,
-            ``bool`` or ``float`` only.
         links: Links to other spans.
     """
     tracer = get_tracer()

@@ -223,6 +223,21 @@ class TestSpans:
         assert span.attributes["merchant.id"] == "m-1"
         assert span.attributes["code.function.name"] == f"{__name__}.called"
 
+    def test_a_static_attribute_wins_over_the_bound_value(self, span_exporter: Any) -> None:
+        """attributes= name the function's own values: a bound key of the same name yields."""
+
+        @instrument(attributes={"merchant.id": "static", "retries": [1, 2]})
+        def fixed() -> None:
+            return None
+
+        with context.telemetry_context(merchant_id="m-1", request_id="r-1"):
+            fixed()
+        span = span_exporter.get_finished_spans()[0]
+
+        assert span.attributes["merchant.id"] == "static"
+        assert span.attributes["request.id"] == "r-1"
+        assert span.attributes["retries"] == (1, 2)
+
     def test_generator_span_is_not_current_between_items(self, span_exporter: Any) -> None:
         """Between two items the consumer does not see the generator's span as current."""
         seen = []
