@@ -28,12 +28,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
+from kaleem_telemetry import tracing
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.metrics import OperationTracker, get_metrics
 
 __all__ = ["DbTracker", "track_db"]
-
-_TRACER_NAME = "kaleem_telemetry"
 
 
 class DbTracker(OperationTracker):
@@ -67,8 +66,7 @@ class DbTracker(OperationTracker):
 
     def _start(self) -> None:
         with internal_errors("track_db start"):
-            tracer = trace.get_tracer(_TRACER_NAME)
-            span = tracer.start_span(
+            span = tracing.start_own_span(
                 f"{self.operation} {self.collection}",
                 kind=SpanKind.CLIENT,
                 attributes={
