@@ -1,16 +1,31 @@
 """Per-call cost of ``@instrument`` next to a bare call and OpenTelemetry's own decorator.
 
-Run: ``python benchmarks/bench_instrument.py``. All three run in the same process with
-the same tracer provider (every span sampled and handed to a no-op exporter through a
-BatchSpanProcessor, as in production), and the figures are printed as ratios to the
-bare call. OpenTelemetry's ``tracer.start_as_current_span`` used as a decorator makes a
-span only; ``@instrument`` also updates two Prometheus metrics.
+All three run in the same process with the same tracer provider (every span
+sampled and handed to a no-op exporter through a BatchSpanProcessor, as in
+production). OpenTelemetry's ``tracer.start_as_current_span`` used as a decorator
+makes a span only; ``@instrument`` also updates two Prometheus metrics and names
+the function in ``code.function.name``.
+
+The variants are timed in interleaved rounds (the order rotates), and the median
+per call is printed with its ratio to the bare call and to OpenTelemetry's
+decorator. On a shared machine only the ratios of one run mean anything;
+``--instructions`` counts CPU instructions per call under valgrind instead, which
+the machine's load hardly moves.
+
+    python benchmarks/bench_instrument.py [--number 5000] [--rounds 15]
+    python benchmarks/bench_instrument.py --instructions
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
 import timeit
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -18,7 +33,7 @@ from kaleem_telemetry import tracing
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.decorators import instrument
 
-N = 20_000
+VARIANTS = ("bare", "@instrument", "otel decorator")
 
 
 class _NullExporter(SpanExporter):
@@ -35,7 +50,8 @@ def instrumented(x: int) -> int:
     return x + 1
 
 
-def main() -> None:
+def _functions() -> dict[str, Callable[[int], int]]:
+    """Set tracing up and return the three variants, warmed up."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     tracing.configure_tracing(TelemetryConfig.from_env(environ={"OTEL_TRACES_EXPORTER": "none"}))
@@ -46,20 +62,92 @@ def main() -> None:
     def otel(x: int) -> int:
         return x + 1
 
-    for fn in (bare, instrumented, otel):
-        fn(1)  # warm-up: metric children, first tracer lookup
-    results = {}
-    for name, fn in (("bare", bare), ("@instrument", instrumented), ("otel decorator", otel)):
-        best = min(timeit.repeat(lambda fn=fn: fn(1), number=N, repeat=5))
-        results[name] = best / N
-    base = results["bare"]
-    otel_cost = results["otel decorator"]
-    for name, seconds in results.items():
+    functions = {"bare": bare, "@instrument": instrumented, "otel decorator": otel}
+    for fn in functions.values():
+        for _ in range(200):
+            fn(1)  # warm-up: metric children, first tracer lookup
+    return functions
+
+
+def _count_run(variant: str, calls: int) -> None:
+    """Make ``calls`` calls of ``variant`` after the warm-up, then exit (under valgrind)."""
+    fn = _functions()[variant]
+    for _ in range(calls):
+        fn(1)
+
+
+def _instructions(variant: str, calls: int) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--count",
+            variant,
+            str(calls),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    for line in result.stderr.splitlines():
+        if "Collected" in line:
+            return int(line.split()[-1])
+    msg = f"valgrind reported no instruction count for {variant}"
+    raise RuntimeError(msg)
+
+
+def _report(per_call: dict[str, float], unit: str, scale: float, fmt: str) -> None:
+    base = per_call["bare"]
+    otel_cost = per_call["otel decorator"]
+    for name, value in per_call.items():
         print(
-            f"BENCH-INSTRUMENT {name:15s} {seconds * 1e6:8.2f} us/call  "
-            f"x{seconds / base:7.1f} bare  x{seconds / otel_cost:5.2f} otel"
+            f"BENCH-INSTRUMENT {name:15s} {value * scale:{fmt}} {unit}  "
+            f"x{value / base:7.1f} bare  x{value / otel_cost:5.2f} otel"
         )
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=5000, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count CPU instructions per call under valgrind (slow)",
+    )
+    parser.add_argument("--count", nargs=2, metavar=("VARIANT", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.count:
+        _count_run(args.count[0], int(args.count[1]))
+        return 0
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind (Debian package 'valgrind')", file=sys.stderr)
+            return 1
+        counts = {
+            name: (_instructions(name, 2200) - _instructions(name, 200)) / 2000 for name in VARIANTS
+        }
+        print("CPU instructions per call (callgrind: (count at 2,200 calls - at 200) / 2,000)")
+        _report(counts, "instructions/call", 1.0, "10,.0f")
+        return 0
+    functions = _functions()
+    timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for round_no in range(args.rounds):
+        shift = round_no % len(VARIANTS)
+        for name in VARIANTS[shift:] + VARIANTS[:shift]:
+            fn = functions[name]
+            seconds = timeit.timeit(lambda fn=fn: fn(1), number=args.number)
+            timings[name].append(seconds / args.number)
+    print(f"{args.number} calls x {args.rounds} interleaved rounds, median per call")
+    _report({name: statistics.median(v) for name, v in timings.items()}, "us/call", 1e6, "8.2f")
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
