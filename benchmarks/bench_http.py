@@ -41,13 +41,14 @@ import asyncio
 import io
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+import _callgrind
 
 VARIANTS = ("bare", "ours", "stack")
 #: Diagnostic variants, run with ``--variants``: ours with Sentry off.
@@ -263,40 +264,12 @@ def _count_run(variant: str, requests: int) -> None:
     loop.close()
 
 
-def _instructions(variant: str, requests: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--count",
-            variant,
-            str(requests),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    for line in result.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.split()[-1])
-    msg = f"valgrind reported no instruction count for {variant}"
-    raise RuntimeError(msg)
-
-
 def _report_instructions(variants: Sequence[str]) -> int:
     """Print instructions per request: (count at 1,200 requests - at 200) / 1,000."""
-    if shutil.which("valgrind") is None:
-        print("--instructions needs valgrind (Debian package 'valgrind')", file=sys.stderr)
+    if not _callgrind.available():
+        print(_callgrind.MISSING, file=sys.stderr)
         return 1
-    per_request = {
-        name: (_instructions(name, 1200) - _instructions(name, 200)) / 1000 for name in variants
-    }
+    per_request = {name: _callgrind.per_operation(__file__, name, 200, 1200) for name in variants}
     ours_added = per_request["ours"] - per_request["bare"]
     stack_added = per_request["stack"] - per_request["bare"]
     print("CPU instructions per request (callgrind; load moves it by a few percent at most)")

@@ -19,14 +19,12 @@ the machine's load hardly moves.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 import timeit
 from collections.abc import Callable, Sequence
 
+import _callgrind
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kaleem_telemetry import tracing
@@ -76,32 +74,6 @@ def _count_run(variant: str, calls: int) -> None:
         fn(1)
 
 
-def _instructions(variant: str, calls: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    result = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            sys.executable,
-            __file__,
-            "--count",
-            variant,
-            str(calls),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
-    for line in result.stderr.splitlines():
-        if "Collected" in line:
-            return int(line.split()[-1])
-    msg = f"valgrind reported no instruction count for {variant}"
-    raise RuntimeError(msg)
-
-
 def _report(per_call: dict[str, float], unit: str, scale: float, fmt: str) -> None:
     base = per_call["bare"]
     otel_cost = per_call["otel decorator"]
@@ -127,12 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _count_run(args.count[0], int(args.count[1]))
         return 0
     if args.instructions:
-        if shutil.which("valgrind") is None:
-            print("--instructions needs valgrind (Debian package 'valgrind')", file=sys.stderr)
+        if not _callgrind.available():
+            print(_callgrind.MISSING, file=sys.stderr)
             return 1
-        counts = {
-            name: (_instructions(name, 2200) - _instructions(name, 200)) / 2000 for name in VARIANTS
-        }
+        counts = {name: _callgrind.per_operation(__file__, name, 200, 2200) for name in VARIANTS}
         print("CPU instructions per call (callgrind: (count at 2,200 calls - at 200) / 2,000)")
         _report(counts, "instructions/call", 1.0, "10,.0f")
         return 0
