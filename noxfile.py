@@ -30,8 +30,19 @@ EXTRAS = [
 ]
 
 
-def _install_tests(session: nox.Session, target: str) -> None:
-    session.install(target, *nox.project.dependency_groups(PYPROJECT, "tests", "typing", "lint"))
+def _install_tests(session: nox.Session, target: str, *pins: str) -> None:
+    groups = nox.project.dependency_groups(PYPROJECT, "tests", "typing", "lint")
+    session.install(target, *groups, *pins)
+
+
+def _oldest(requirement: str) -> str:
+    """Return ``name==X.Y.0`` for the ``name>=X.Y`` floor pyproject.toml declares."""
+    for declared in PYPROJECT["project"]["dependencies"]:
+        name, _, floor = declared.partition(">=")
+        if name == requirement:
+            return f"{name}=={floor}.0" if floor.count(".") == 1 else f"{name}=={floor}"
+    msg = f"{requirement} has no >= floor in pyproject.toml"
+    raise ValueError(msg)
 
 
 @nox.session
@@ -72,6 +83,25 @@ def tests_extra(session: nox.Session, extra: str) -> None:
     """Run the suite with one extra at a time, proving each works alone."""
     _install_tests(session, f"-e.[{extra}]")
     session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(default=False)
+def tests_oldest_otel(session: nox.Session) -> None:
+    """Run the suite on the oldest OpenTelemetry SDK and exporters pyproject.toml accepts."""
+    sdk = _oldest("opentelemetry-sdk")
+    version = sdk.partition("==")[2]
+    _install_tests(
+        session,
+        "-e.[all]",
+        sdk,
+        f"opentelemetry-api=={version}",
+        _oldest("opentelemetry-exporter-otlp"),
+        f"opentelemetry-proto=={version}",
+    )
+    # mypy reads the installed SDK's annotations, which older releases spell
+    # differently; the typing gate runs against current releases (nox -s tests).
+    mypy_gate = "tests/test_quality.py::TestQualityGates::test_mypy_strict"
+    session.run("pytest", "-q", "--deselect", mypy_gate, *session.posargs)
 
 
 @nox.session(python=nox.project.python_versions(PYPROJECT), default=False)

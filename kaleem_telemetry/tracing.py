@@ -769,7 +769,11 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
         # The SDK drops silently but for a rate-limited log line; its queue is a
         # bounded deque, whose fullness we read before handing the span over.
         try:
-            queue = self._batch_processor._queue
+            try:
+                queue = self._batch_processor._queue
+            except AttributeError:
+                # Older SDKs (1.27 for one) keep the deque on the processor itself.
+                queue = self.queue  # type: ignore[attr-defined]
             if len(queue) >= queue.maxlen and span.context.trace_flags.sampled:  # type: ignore[operator]
                 _record_dropped()
         except (AttributeError, TypeError):
