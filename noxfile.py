@@ -35,14 +35,13 @@ def _install_tests(session: nox.Session, target: str, *pins: str) -> None:
     session.install(target, *groups, *pins)
 
 
-def _oldest(requirement: str) -> str:
-    """Return ``name==X.Y.0`` for the ``name>=X.Y`` floor pyproject.toml declares."""
+def _floors() -> list[str]:
+    """Return ``name==floor`` for every core dependency's ``>=`` floor in pyproject.toml."""
+    pins = []
     for declared in PYPROJECT["project"]["dependencies"]:
         name, _, floor = declared.partition(">=")
-        if name == requirement:
-            return f"{name}=={floor}.0" if floor.count(".") == 1 else f"{name}=={floor}"
-    msg = f"{requirement} has no >= floor in pyproject.toml"
-    raise ValueError(msg)
+        pins.append(f"{name}=={floor}.0" if floor.count(".") == 1 else f"{name}=={floor}")
+    return pins
 
 
 @nox.session
@@ -86,22 +85,22 @@ def tests_extra(session: nox.Session, extra: str) -> None:
 
 
 @nox.session(default=False)
-def tests_oldest_otel(session: nox.Session) -> None:
-    """Run the suite on the oldest OpenTelemetry SDK and exporters pyproject.toml accepts."""
-    sdk = _oldest("opentelemetry-sdk")
-    version = sdk.partition("==")[2]
-    _install_tests(
-        session,
-        "-e.[all]",
-        sdk,
-        f"opentelemetry-api=={version}",
-        _oldest("opentelemetry-exporter-otlp"),
-        f"opentelemetry-proto=={version}",
-    )
-    # mypy reads the installed SDK's annotations, which older releases spell
+def tests_oldest(session: nox.Session) -> None:
+    """Run the suite on the oldest release of every core dependency pyproject.toml accepts."""
+    pins = _floors()
+    otel = next(pin for pin in pins if pin.startswith("opentelemetry-sdk==")).partition("==")[2]
+    # The OpenTelemetry packages the SDK and the exporters pull in, at the same release.
+    pins += [f"opentelemetry-api=={otel}", f"opentelemetry-proto=={otel}"]
+    _install_tests(session, "-e.[all]", *pins)
+    # mypy reads the installed libraries' annotations, which older releases spell
     # differently; the typing gate runs against current releases (nox -s tests).
     mypy_gate = "tests/test_quality.py::TestQualityGates::test_mypy_strict"
-    session.run("pytest", "-q", "--deselect", mypy_gate, *session.posargs)
+    # prometheus-client before 0.26 leaves its multiprocess value files to the
+    # garbage collector when a test switches multiprocess mode off, and the
+    # unclosed-file warning lands on whichever test runs then (values are right).
+    # The strict unraisable-exception gate stays in nox -s tests.
+    unclosed = "ignore::pytest.PytestUnraisableExceptionWarning"
+    session.run("pytest", "-q", "--deselect", mypy_gate, "-W", unclosed, *session.posargs)
 
 
 @nox.session(python=nox.project.python_versions(PYPROJECT), default=False)
