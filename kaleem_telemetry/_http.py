@@ -75,7 +75,7 @@ OTHER_METHOD = "_OTHER"
 EXEMPLAR_REFRESH_SECONDS = 1.0
 #: The ``route`` label of a request that matched no route.
 UNMATCHED = "unmatched"
-#: The paths the middleware never traces, logs or counts (DESIGN §9).
+#: The paths the middleware never traces, logs or counts (docs/reference.md, Endpoints).
 DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
 #: The structlog logger name of the access event.
@@ -149,7 +149,7 @@ def generate_request_id() -> str:
 def request_id_or_new(value: str | bytes | None) -> str:
     """Return ``value`` if it is an acceptable request id, else a new one.
 
-    Accepted ids match ``^[A-Za-z0-9._:-]{1,128}$`` (DESIGN §5), so a caller
+    Accepted ids match ``^[A-Za-z0-9._:-]{1,128}$`` (docs/reference.md, Logs), so a caller
     cannot inject log lines, control characters or huge values.
 
     Args:
@@ -165,7 +165,7 @@ def request_id_or_new(value: str | bytes | None) -> str:
 
 
 def route_template(raw: str) -> str:
-    """Return the route template ``raw`` in the one form of DESIGN §3.
+    """Return the route template ``raw`` in the one form of docs/reference.md (Metrics).
 
     ``/items/{item_id:int}`` (Starlette), ``/items/<int:item_id>`` (Flask) and
     ``items/<int:item_id>/`` (Django) all become ``/items/{item_id}``: a leading

@@ -1,7 +1,7 @@
 """The exceptions that kaleem_telemetry raises to its callers.
 
 Only configuration mistakes and missing optional packages are raised; a backend
-that is down never is (DESIGN.md §2).
+that is down never is (docs/reference.md, Public API).
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ class _IPv6Server(_ThreadingWSGIServer):
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
-        """Drop the per-request line: scrapes are not access-logged (DESIGN.md §9)."""
+        """Drop the per-request line: scrapes are not access-logged (docs/reference.md)."""
 
 
 def _server_app(registry: CollectorRegistry | None, token: str | None) -> WSGIApp:

@@ -1,4 +1,4 @@
-"""Health checks and the ``/health/live`` and ``/health/ready`` endpoints (DESIGN.md §9).
+"""Health checks and the ``/health/live`` and ``/health/ready`` endpoints (docs/reference.md).
 
 Register checks once, at startup::
 

@@ -230,7 +230,7 @@ def emit_access(
     request_id: str,
     span_context: SpanContext,
 ) -> None:
-    """Emit the web middleware's ``http_request`` access event (DESIGN §5).
+    """Emit the web middleware's ``http_request`` access event (docs/reference.md, Logs).
 
     The same line as ``emit_event(ACCESS_LOGGER, level, "http_request", {...})``
     with the method, route, status and duration trusted, shaped by

@@ -1,4 +1,4 @@
-"""The Prometheus metric families of DESIGN.md §3, with a per-family series cap.
+"""The Prometheus metric families of docs/reference.md (Metrics), with a per-family series cap.
 
 `TelemetryMetrics` creates every family of the metric contract on one
 `prometheus_client.CollectorRegistry`. Each family is wrapped in a `CappedFamily`
@@ -88,7 +88,7 @@ OTHER = "other"
 """The label value that replaces every value of a label set past the cap."""
 
 HTTP_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-"""Buckets of the HTTP server and client duration histograms (DESIGN.md §3)."""
+"""Buckets of the HTTP server and client duration histograms (docs/reference.md, Metrics)."""
 
 DB_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
@@ -247,7 +247,7 @@ class CappedFamily(Generic[M]):
 
 
 class TelemetryMetrics:
-    """Every metric family of DESIGN.md §3 on one registry.
+    """Every metric family of docs/reference.md (Metrics) on one registry.
 
     Attribute names are the metric names (counters included with ``_total``).
     Create one per registry (tests use a fresh `CollectorRegistry`); the process

@@ -1,4 +1,4 @@
-"""The structlog processors behind the log contract (DESIGN.md §5).
+"""The structlog processors behind the log contract (docs/reference.md, Logs).
 
 Every processor here has the structlog signature ``(logger, method_name, event_dict)``
 and returns the event dict; none does I/O. `logs.py` chains them for both structlog

@@ -66,7 +66,7 @@ REQUEST_ID_HEADER = "x-request-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 ENQUEUED_AT_HEADER = "x-enqueued-at"
 
-#: What a request id or merchant id read from headers must look like (DESIGN §5).
+#: What a request id or merchant id read from headers must look like (docs/reference.md, Logs).
 #: Anything else is ignored, so a caller cannot inject log lines or huge values.
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -96,7 +96,7 @@ class ExtractedContext:
 
 
 def install_propagators() -> None:
-    """Set the global propagators to W3C tracecontext + baggage (DESIGN §4).
+    """Set the global propagators to W3C tracecontext + baggage (docs/reference.md, Spans).
 
     An explicit ``OTEL_PROPAGATORS`` in the environment wins: OpenTelemetry
     already built its global propagator from it, and we leave that alone.

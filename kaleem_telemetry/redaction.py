@@ -2,7 +2,7 @@
 
 The same `Redactor` runs in the log pipeline, as Sentry's ``before_send`` and on
 span attributes (query strings, headers, ``@instrument`` attributes), so a
-secret that is hidden in one place is hidden everywhere (DESIGN.md §6).
+secret that is hidden in one place is hidden everywhere (docs/reference.md, Redaction).
 
 It hides two kinds of things:
 

@@ -1,6 +1,6 @@
 """Sentry errors, linked to the trace and the request context, with one redaction policy.
 
-`configure_sentry()` turns Sentry on when ``SENTRY_DSN`` is set (DESIGN §7):
+`configure_sentry()` turns Sentry on when ``SENTRY_DSN`` is set (docs/reference.md, Sentry):
 
 * ``environment`` and ``release`` come from the configuration;
 * every event gets the tags ``service``, ``merchant_id``, ``request_id``, ``route``

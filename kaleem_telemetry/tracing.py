@@ -1,7 +1,7 @@
 """Traces: the tracer provider, its sampler, the OTLP exporter and the span processors.
 
 `configure_tracing()` builds, once per process, an OpenTelemetry SDK
-``TracerProvider`` with the DESIGN §4 resource, sets it as the global provider and
+``TracerProvider`` with the resource of docs/reference.md, sets it as the global provider and
 the W3C propagators as the global propagators. Around the SDK it adds:
 
 * a processor that copies the bound request context (`kaleem_telemetry.context`)
@@ -386,7 +386,7 @@ def remembered_span_context(exc: BaseException | None) -> trace.SpanContext | No
 
 
 def build_resource(config: TelemetryConfig) -> Resource:
-    """Return the DESIGN §4 resource for ``config``.
+    """Return the resource of docs/reference.md (Spans) for ``config``.
 
     ``OTEL_RESOURCE_ATTRIBUTES`` come first; the service name, version,
     environment, instance id and host name from the configuration win over them.

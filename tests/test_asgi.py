@@ -217,7 +217,7 @@ class TestSpans:
     async def test_server_span_has_the_contract_attributes(
         self, registry: CollectorRegistry, captured: TelemetryCapture
     ) -> None:
-        """One SERVER span named after the route carries the DESIGN §4 attributes."""
+        """One SERVER span named after the route carries the attributes of docs/reference.md."""
         app = TelemetryMiddleware(_starlette(), registry=registry)
         async with _client(app) as client:
             await client.get(

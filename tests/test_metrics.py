@@ -65,7 +65,7 @@ class TestContract:
     def test_family_type_and_labels(
         self, tm: TelemetryMetrics, attribute: str, expected: tuple[str, tuple[str, ...]]
     ) -> None:
-        """Every DESIGN §3 family exists under its contract name, type and labels."""
+        """Every family of docs/reference.md exists under its contract name, type and labels."""
         family = getattr(tm, attribute)
         kind, labelnames = expected
 
