@@ -11,7 +11,7 @@ from __future__ import annotations
 from kaleem_telemetry._setup import Telemetry, setup_telemetry, shutdown_telemetry
 from kaleem_telemetry._version import __version__
 from kaleem_telemetry.apps import instrument_app
-from kaleem_telemetry.business import business_event
+from kaleem_telemetry.business import business_event, declare_business_labels
 from kaleem_telemetry.cache import record_cache, track_cache
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.context import bind_context, clear_context, get_context, telemetry_context
@@ -34,6 +34,7 @@ __all__ = [
     "business_event",
     "capture_exception",
     "clear_context",
+    "declare_business_labels",
     "extract_context",
     "get_context",
     "get_logger",

@@ -1,8 +1,10 @@
+import ast
 import importlib
 import importlib.metadata
 import json
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +34,94 @@ OPTIONAL = [
 ]
 
 
+#: The public names of the package root; adding or removing one is an API change.
+ROOT_API = [
+    "MissingDependencyError",
+    "Telemetry",
+    "TelemetryConfig",
+    "TelemetryConfigError",
+    "TelemetryError",
+    "__version__",
+    "bind_context",
+    "business_event",
+    "capture_exception",
+    "clear_context",
+    "declare_business_labels",
+    "extract_context",
+    "get_context",
+    "get_logger",
+    "inject_context",
+    "instrument",
+    "instrument_app",
+    "metrics_asgi_app",
+    "metrics_wsgi_app",
+    "record_cache",
+    "setup_telemetry",
+    "shutdown_telemetry",
+    "start_metrics_server",
+    "telemetry_context",
+    "track_cache",
+    "track_db",
+]
+
+# In a message, `name()` is a call and `kaleem_telemetry.a.B` a dotted name.
+_CALL = re.compile(r"(?<![\w.`])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\(\)")
+_DOTTED = re.compile(r"\bkaleem_telemetry(?:\.[A-Za-z_]\w*)+")
+
+
+def _messages(path: Path) -> list[tuple[int, str]]:
+    """Return the sentences (string literals with a space, docstrings left out) of a module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                skip.add(id(first.value))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            skip.update(id(part) for part in node.values)
+            text = "".join(
+                part.value if isinstance(part, ast.Constant) else "{}" for part in node.values
+            )
+            found.append((node.lineno, text))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            found.append((node.lineno, node.value))
+    return [(line, text) for line, text in found if " " in text.strip()]
+
+
+def _named_in_messages() -> list[tuple[str, str, bool]]:
+    """Return (module, name, about_the_failed_call) for each name a message tells users of."""
+    names = set()
+    for path in sorted((ROOT / "kaleem_telemetry").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for _, text in _messages(path):
+            for match in _CALL.finditer(text):
+                names.add((module, match.group(1), text.startswith(match.group(0))))
+            for match in _DOTTED.finditer(text):
+                names.add((module, match.group(0), False))
+    return sorted(names)
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted`` and return the attribute it names."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(dotted)
+
+
+MESSAGE_NAMES = _named_in_messages()
+
+
 def _modules() -> list[str]:
     return sorted(
         info.name
@@ -48,6 +138,35 @@ class TestPublicAPI:
         assert names == sorted(names)
         for name in names:
             assert hasattr(kaleem_telemetry, name), name
+
+    def test_root_exports_exactly_the_pinned_names(self):
+        """The package root exports the pinned public names, no more and no fewer."""
+        assert kaleem_telemetry.__all__ == ROOT_API
+
+    def test_messages_name_something(self):
+        """The message scan below finds the names the package's messages tell users about."""
+        names = {name for _, name, _ in MESSAGE_NAMES}
+
+        assert {"declare_business_labels", "kaleem_telemetry.asgi.TelemetryMiddleware"} <= names
+
+    @pytest.mark.parametrize(
+        ("module", "name", "failed_call"),
+        MESSAGE_NAMES,
+        ids=[f"{module}:{name}" for module, name, _ in MESSAGE_NAMES],
+    )
+    def test_a_name_a_message_tells_of_is_importable(self, module, name, failed_call):
+        """A name a message tells users to call or import is importable from where it says.
+
+        A dotted name must resolve as written. A bare ``name()`` must be importable from
+        ``kaleem_telemetry``, unless the message starts with it: then it names the call
+        that failed, which may live in the message's own module.
+        """
+        if "." in name:
+            assert _resolve(name) is not None
+        elif failed_call:
+            assert hasattr(kaleem_telemetry, name) or hasattr(_resolve(module), name)
+        else:
+            assert name in kaleem_telemetry.__all__, f"{module} tells users to call {name}()"
 
     @pytest.mark.parametrize("module", _modules())
     def test_every_module_declares_all(self, module):

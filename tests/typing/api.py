@@ -11,6 +11,7 @@ from kaleem_telemetry import (
     bind_context,
     business_event,
     capture_exception,
+    declare_business_labels,
     extract_context,
     get_context,
     get_logger,
@@ -72,7 +73,9 @@ with track_db("find", collection="orders", system="mongodb"):
 record_cache(True, level="l1", key_prefix="product")
 with track_cache("get", level="l2", key_prefix="product"):
     pass
+declare_business_labels("plan")
 business_event("merchant_created")
+business_event("order_paid", plan="pro")
 event_id: str | None = capture_exception(ValueError("x"), merchant_id="m-1")
 
 
