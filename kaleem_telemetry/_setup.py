@@ -6,6 +6,14 @@ because of a bug or a backend is logged and skipped; only configuration mistakes
 raise. Shutdown runs every component's shutdown in its own daemon thread under
 one deadline, so a component that hangs (an exporter stuck on a black-holed
 collector) costs at most the timeout, never a hung process.
+
+A process that stops the usual way loses nothing it finished: `atexit` covers
+a normal exit, `flush_before_stop()` the servers' own shutdown hooks (ASGI
+lifespan shutdown, gunicorn's ``worker_exit``), and a SIGTERM handler
+(`kaleem_telemetry._signals`) the processes that die of the signal. Those can
+follow each other within milliseconds (uvicorn's lifespan shutdown, then the
+signal it raises again); they share one shutdown bound, so a black-holed
+collector costs the bound once, not once per hook.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ __all__ = [
     "Component",
     "Telemetry",
     "current",
+    "flush_before_stop",
     "reset_for_tests",
     "setup_telemetry",
     "shutdown_telemetry",
@@ -34,6 +43,10 @@ _LOGGER = logging.getLogger("kaleem_telemetry")
 _LOCK = threading.RLock()
 _CURRENT: Telemetry | None = None
 _ATEXIT_REGISTERED = False
+# (monotonic end of the last flush_before_stop() that did not finish, its deadline).
+_STOP_WINDOW: tuple[float, float] | None = None
+# A shutdown this soon after an unfinished stop flush belongs to the same stop.
+_SAME_STOP_SECONDS = 2.0
 
 
 class Component(Protocol):
@@ -57,7 +70,9 @@ class Telemetry:
         self.config = config
         self._components = components
         self._shutdown_done = False
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGTERM handler may run shutdown() on the main thread
+        # while that thread is already inside it (atexit, a server's hook).
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         state = "shut down" if self._shutdown_done else "live"
@@ -183,6 +198,30 @@ def shutdown_telemetry(timeout: float = 5.0) -> bool:
     return True if live is None else live.shutdown(timeout)
 
 
+def flush_before_stop() -> bool:
+    """Export what is buffered because the process is about to stop, within the bound.
+
+    For a server's own shutdown hook: the ASGI middleware calls it at lifespan
+    shutdown and `kaleem_telemetry.gunicorn.worker_exit` from gunicorn. It
+    flushes instead of shutting down, so an application that runs its lifespan
+    more than once (a test client per test) keeps its telemetry. When the flush
+    does not finish (the collector is unreachable), a shutdown that follows at
+    once gets only what is left of the same bound.
+
+    Returns:
+        ``True`` when everything was exported (or nothing is set up).
+    """
+    global _STOP_WINDOW
+    live = current()
+    if live is None:
+        return True
+    timeout = live.config.shutdown_timeout
+    deadline = time.monotonic() + timeout
+    done = live.force_flush(timeout)
+    _STOP_WINDOW = None if done else (time.monotonic(), deadline)
+    return done
+
+
 def current() -> Telemetry | None:
     """Return the live `Telemetry` handle, or ``None`` before setup and after shutdown."""
     return _CURRENT
@@ -190,9 +229,10 @@ def current() -> Telemetry | None:
 
 def reset_for_tests() -> None:
     """Forget the live handle without shutting anything down (tests reset globals)."""
-    global _CURRENT
+    global _CURRENT, _STOP_WINDOW
     with _LOCK:
         _CURRENT = None
+        _STOP_WINDOW = None
 
 
 def _configure(config: TelemetryConfig) -> dict[str, Component]:
@@ -259,14 +299,33 @@ def _run_under_deadline(
     return not late and all(ok.get(name, False) for name, _ in threads)
 
 
-def _atexit_shutdown() -> None:
+def _stop_budget(timeout: float) -> float:
+    """Return the time a final shutdown may take: ``timeout``, less a failed stop flush's share."""
+    window = _STOP_WINDOW
+    if window is None:
+        return timeout
+    ended, deadline = window
+    now = time.monotonic()
+    if now - ended > _SAME_STOP_SECONDS:
+        return timeout
+    return min(timeout, max(deadline - now, 0.0))
+
+
+def _final_shutdown() -> None:
+    """Shut the live telemetry down at process exit (atexit) or on a fatal SIGTERM."""
     live = current()
     if live is not None:
-        live.shutdown(live.config.shutdown_timeout)
+        live.shutdown(_stop_budget(live.config.shutdown_timeout))
 
 
 def _register_atexit() -> None:
     global _ATEXIT_REGISTERED
     if not _ATEXIT_REGISTERED:
-        atexit.register(_atexit_shutdown)
+        atexit.register(_final_shutdown)
         _ATEXIT_REGISTERED = True
+    live = current()
+    if live is not None and live.config.flush_on_sigterm:
+        from kaleem_telemetry import _signals
+
+        with internal_errors("SIGTERM handler installation"):
+            _signals.install(_final_shutdown)

@@ -26,7 +26,10 @@ and the health endpoints. Per HTTP request the middleware:
 A streamed response is timed until its last body chunk. A client that goes away
 mid-response is recorded with status 499 and is not an error. WebSocket
 connections are counted in ``websocket_connections_active`` and their messages in
-``websocket_messages_total``. ``lifespan`` passes straight through.
+``websocket_messages_total``. ``lifespan`` passes through; when the application
+answers ``lifespan.shutdown``, buffered spans and Sentry events are flushed
+(within the shutdown bound) before the server is told, so a server that then
+dies of SIGTERM (uvicorn) has lost nothing.
 
 It never uses Starlette's ``BaseHTTPMiddleware`` (which runs the app in another
 task and breaks context variables), keeps per-request state in locals, and imports
@@ -120,6 +123,8 @@ class TelemetryMiddleware:
         if kind != "http":
             if kind == "websocket":
                 await self._websocket(scope, receive, send)
+            elif kind == "lifespan":
+                await self.app(scope, receive, _flushing_at_shutdown(send))
             else:
                 await self.app(scope, receive, send)
             return
@@ -317,6 +322,28 @@ class TelemetryMiddleware:
             finally:
                 if active is not None:
                     active.dec()
+
+
+def _flushing_at_shutdown(send: Send) -> Send:
+    """Wrap a lifespan ``send`` so that telemetry is flushed when the application has stopped.
+
+    The server sends ``lifespan.shutdown`` after its last request; the
+    application answers once its own shutdown handlers have run, and that
+    answer is where what they logged and traced is complete. uvicorn then
+    raises SIGTERM again and the process dies of it, with no ``atexit``.
+    """
+
+    async def send_wrapper(message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            with internal_errors("telemetry flush at lifespan shutdown"):
+                from kaleem_telemetry._setup import flush_before_stop
+
+                # Blocking on purpose: the server serves nothing more, and the
+                # flush is bounded by the shutdown timeout.
+                flush_before_stop()
+        await send(message)
+
+    return send_wrapper
 
 
 def resolve_route(scope: Scope, path: str, root_path: str) -> str:

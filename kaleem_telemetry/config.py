@@ -340,6 +340,16 @@ class TelemetryConfig:
     Env: ``KALEEM_TELEMETRY_SHUTDOWN_TIMEOUT``. Default: ``5.0``.
     """
 
+    flush_on_sigterm: bool = True
+    """Flush spans and Sentry events when SIGTERM arrives, then let the signal act.
+
+    Only the main thread can install signal handlers; setup from another thread
+    skips this. The handler chains to the one it replaces (a server's graceful
+    shutdown) and, where that was the default action, exports what is queued
+    and then dies by the signal as the process would have.
+    Env: ``KALEEM_TELEMETRY_FLUSH_ON_SIGTERM``. Default: ``True``.
+    """
+
     def __post_init__(self) -> None:
         # Direct construction and dataclasses.replace() get the same validation
         # and normalisation as from_env(); values from from_env() pass unchanged.
@@ -1111,6 +1121,13 @@ _SPECS: tuple[_Spec, ...] = (
         "5.0",
         "The most seconds shutdown (and the atexit hook) may take; more than 0.",
         _number(low=0.0, low_inclusive=False),
+    ),
+    _Spec(
+        "flush_on_sigterm",
+        "KALEEM_TELEMETRY_FLUSH_ON_SIGTERM",
+        "true",
+        "Export queued spans and Sentry events when SIGTERM arrives, keeping the signal's effect.",
+        _boolean,
     ),
 )
 _SPECS_BY_FIELD: dict[str, _Spec] = {spec.field: spec for spec in _SPECS}
