@@ -29,7 +29,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from kaleem_telemetry import _setup
 from kaleem_telemetry import metrics as _metrics_mod
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.context import pop_context, push_context
+from kaleem_telemetry.context import (
+    current_request,
+    enter_request,
+    leave_request,
+    pop_context,
+    push_context,
+)
 from kaleem_telemetry.logs import ACCESS_LOGGER, emit_access
 from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
 from kaleem_telemetry.redaction import get_redactor
@@ -61,6 +67,7 @@ __all__ = [
     "client_ip_from_scope",
     "generate_request_id",
     "normalise_method",
+    "remember_route",
     "request_id_or_new",
     "route_template",
     "status_label",
@@ -200,6 +207,13 @@ def _normalise_template(raw: str) -> str:
     return template
 
 
+def remember_route(raw: str) -> None:
+    """Leave the route template ``raw`` on the current request, once routing has matched it."""
+    request = current_request()
+    if isinstance(request, RequestScope):
+        request.route = route_template(raw)
+
+
 def client_ip_from_scope(scope: Any) -> str | None:
     """Return the peer address of an ASGI scope (``scope["client"][0]``), if known."""
     client = scope.get("client")
@@ -234,21 +248,28 @@ class RequestScope:
     """What one request binds while it runs: its context values, its span, its Sentry scope.
 
     Entered when the request starts and closed exactly once when it is recorded,
-    by the ASGI, WSGI and Django middleware alike. The Sentry isolation scope
-    keeps one request's breadcrumbs and tags out of every other request's
-    reports; it costs nothing when Sentry is off.
+    by the ASGI, WSGI and Django middleware alike. It is the current request
+    (`kaleem_telemetry.context.current_request`) while it runs: framework glue
+    leaves the route template on it as soon as routing is done, so a Sentry
+    event from inside the handler (a framework's error log) is tagged with it.
+    The Sentry isolation scope keeps one request's breadcrumbs and tags out of
+    every other request's reports; it costs nothing when Sentry is off.
 
     Args:
         span: The request's server span, made current.
         request_id: The request id, bound as ``request_id``.
     """
 
-    __slots__ = ("_bound", "_sentry", "_token")
+    __slots__ = ("_bound", "_request", "_sentry", "_token", "route", "span")
 
     def __init__(self, span: Any, request_id: str) -> None:
+        self.span = span
+        #: The route template, once framework glue knows it before the request ends.
+        self.route: str | None = None
         # The span already carries request.id (start_span), so the plain push is
         # enough: no attribute copying onto whatever span was current before.
         self._bound = push_context({"request_id": request_id})
+        self._request = enter_request(self)
         self._sentry = enter_sentry_scope()
         self._token = otel_context.attach(trace.set_span_in_context(span))
 
@@ -256,6 +277,7 @@ class RequestScope:
         """Restore what was current before the request."""
         otel_context.detach(self._token)
         leave_sentry_scope(self._sentry)
+        leave_request(self._request)
         pop_context(self._bound)
 
 

@@ -18,7 +18,9 @@ What it does per framework:
 
 * **FastAPI / Starlette**: the middleware wraps the whole middleware stack
   (outside ``ServerErrorMiddleware``), so the 500 page the app renders also
-  carries the request id. Returns the same object.
+  carries the request id. FastAPI's own telemetry (0.165 and later) is switched
+  off unless the application configured it, so each request is one trace with
+  one server span, ours (`kaleem_telemetry._fastapi`). Returns the same object.
 * **Flask**: wraps ``app.wsgi_app`` and listens to ``got_request_exception`` so
   an exception Flask turns into a 500 page is still recorded. Returns the same
   object.
@@ -61,6 +63,7 @@ def instrument_app(
     registry: CollectorRegistry | None = None,
     request_id_header: str | None = None,
     endpoints: bool = True,
+    fastapi_operation_spans: bool = False,
 ) -> Any:
     """Instrument a FastAPI, Starlette, Flask or Django application.
 
@@ -72,6 +75,13 @@ def instrument_app(
         request_id_header: The request-id header; the configured one when
             ``None``.
         endpoints: Serve ``/metrics``, ``/health/live`` and ``/health/ready``.
+        fastapi_operation_spans: On a FastAPI that traces by itself (0.165 and
+            later), keep its ``fastapi.dependencies``, ``fastapi.endpoint`` and
+            ``fastapi.serialization`` spans, nested under our server span. Off by
+            default: FastAPI's own telemetry is switched off, which keeps one
+            trace per request at the cost of the request without FastAPI's
+            tracing. An application created with ``FastAPI(telemetry=...)``
+            keeps what it asked for (see docs/web.md).
 
     Returns:
         The application to serve: ``app`` itself for FastAPI, Starlette and
@@ -87,6 +97,9 @@ def instrument_app(
     framework = _framework(app)
     options: dict[str, Any] = {"registry": registry, "request_id_header": request_id_header}
     if framework == "starlette":
+        from kaleem_telemetry import _fastapi
+
+        _fastapi.tame(app, operation_spans=fastapi_operation_spans)
         _instrument_starlette(app, options, endpoints)
         result = app
     elif framework == "flask":
@@ -174,15 +187,19 @@ def _instrument_starlette(app: Any, options: dict[str, Any], endpoints: bool) ->
 def _instrument_flask(app: Any, options: dict[str, Any], endpoints: bool) -> None:
     from flask import got_request_exception, request, request_started
 
-    from kaleem_telemetry._http import ERROR_KEY, ROUTE_SCOPE_KEY
+    from kaleem_telemetry._http import ERROR_KEY, ROUTE_SCOPE_KEY, remember_route
     from kaleem_telemetry.wsgi import TelemetryMiddleware
 
     def stamp(sender: Any, **extra: Any) -> None:
         # Flask has matched the URL when it sends request_started, and drops the
         # request object from the environ when the request ends: keep the rule.
+        # The current request gets the template too, so that a Sentry event
+        # raised before the request ends (Flask logs the exception with
+        # exc_info, which reaches Sentry first) is tagged with its route.
         rule = request.url_rule
         if rule is not None:
             request.environ[ROUTE_SCOPE_KEY] = rule.rule
+            remember_route(rule.rule)
 
     def remember(sender: Any, exception: BaseException, **extra: Any) -> None:
         request.environ[ERROR_KEY] = exception
@@ -199,15 +216,20 @@ def _instrument_flask(app: Any, options: dict[str, Any], endpoints: bool) -> Non
 def _instrument_django(app: Any, options: dict[str, Any], endpoints: bool, *, asgi: bool) -> Any:
     # django ships no type information; import the signal module untyped.
     got_request_exception = importlib.import_module("django.core.signals").got_request_exception
+    from kaleem_telemetry._http import remember_route
     from kaleem_telemetry.django import record_exception, stamp_route
 
     def remember(sender: Any, request: Any = None, **extra: Any) -> None:
         exception = sys.exc_info()[1]
         if request is not None and exception is not None:
             record_exception(request, exception)
+            route = stamp_route(request)
+            if route is not None:
+                remember_route(route)
 
     # Django sends got_request_exception from inside the except block that turns
-    # a view's exception into a 500 page.
+    # a view's exception into a 500 page, before it logs the exception (which
+    # reaches Sentry): the route is left on the current request for that event.
     got_request_exception.connect(remember, weak=False, dispatch_uid="kaleem_telemetry")
     if asgi:
         from kaleem_telemetry.asgi import TelemetryMiddleware as AsgiMiddleware

@@ -35,7 +35,10 @@ __all__ = [
     "SPAN_ATTRIBUTE_NAMES",
     "bind_context",
     "clear_context",
+    "current_request",
+    "enter_request",
     "get_context",
+    "leave_request",
     "pop_context",
     "push_context",
     "run_in_executor",
@@ -58,6 +61,31 @@ _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 
+# The request (or job) being served in this context: an object with a ``span``
+# (its server span) and a ``route`` (its template once known), set by the web
+# middleware. bind_context() sets values on that span as well as on the current
+# one, which is a child span inside the handler (@instrument, a framework's own
+# operation spans); Sentry reads the route from it before the request finishes.
+_REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "kaleem_telemetry_request", default=None
+)
+
+
+def enter_request(request: Any) -> contextvars.Token[Any]:
+    """Make ``request`` (with ``.span`` and ``.route``) current; return the token to undo it."""
+    return _REQUEST.set(request)
+
+
+def leave_request(token: contextvars.Token[Any]) -> None:
+    """Restore the request `enter_request()` replaced."""
+    _REQUEST.reset(token)
+
+
+def current_request() -> Any:
+    """Return the request being served in this context (``None`` outside one)."""
+    return _REQUEST.get()
+
+
 def get_context() -> dict[str, Any]:
     """Return a copy of the values bound in the current context.
 
@@ -71,7 +99,8 @@ def bind_context(**values: Any) -> None:
     """Bind values for the rest of the current context (request, job or task).
 
     A value of ``None`` unbinds that key. The values are also set on the current
-    span, if one is recording.
+    span, if one is recording, and on the request's server span when the
+    current span is one of its children.
 
     Args:
         **values: Keys and values to bind, for example ``merchant_id="m-42"``.
@@ -218,10 +247,17 @@ def _merged(current: Mapping[str, Any], values: Mapping[str, Any]) -> Mapping[st
 
 def _set_on_current_span(values: Mapping[str, Any]) -> None:
     span = trace.get_current_span()
-    if not span.is_recording():
+    request = _REQUEST.get()
+    server = getattr(request, "span", None) if request is not None else None
+    targets = [s for s in (span, server) if s is not None and s.is_recording()]
+    if server is span and targets:
+        targets = targets[:1]
+    if not targets:
         return
     attributes = span_attributes({k: v for k, v in values.items() if v is not None})
     if attributes:
         from kaleem_telemetry.redaction import redact_attributes
 
-        span.set_attributes(redact_attributes(attributes))
+        redacted = redact_attributes(attributes)
+        for target in targets:
+            target.set_attributes(redacted)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry import trace
 
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.context import get_context
+from kaleem_telemetry.context import current_request, get_context
 from kaleem_telemetry.logs import ACCESS_LOGGER
 from kaleem_telemetry.redaction import get_redactor
 
@@ -539,7 +539,10 @@ def _enrich(event: dict[str, Any], exc: BaseException | None) -> None:
     span = trace.get_current_span()
     span_context = span.get_span_context()
     if "route" not in tags:
-        route = getattr(span, "attributes", None) and span.attributes.get("http.route")  # type: ignore[attr-defined]
+        request = current_request()
+        route = getattr(request, "route", None) if request is not None else None
+        if not route:
+            route = getattr(span, "attributes", None) and span.attributes.get("http.route")  # type: ignore[attr-defined]
         if route:
             tags["route"] = str(route)
     if not span_context.is_valid:
