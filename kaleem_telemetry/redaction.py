@@ -42,11 +42,11 @@ Guarantees:
 
 Typical use::
 
-    from kaleem_telemetry.redaction import redact, redact_url
+    from kaleem_telemetry.redaction import get_redactor, redact
 
     redact({"user": "bob", "password": "hunter2", "note": "Bearer abc.def.ghi"})
     # {'user': 'bob', 'password': '[REDACTED]', 'note': 'Bearer [REDACTED:bearer]'}
-    redact_url("https://bob:hunter2@example.com/cb?code=42&access_token=xyz")
+    get_redactor().redact_url("https://bob:hunter2@example.com/cb?code=42&access_token=xyz")
     # 'https://bob:[REDACTED]@example.com/cb?code=42&access_token=[REDACTED]'
 
 `setup_telemetry()` installs the process-wide redactor (with
