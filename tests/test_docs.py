@@ -82,12 +82,6 @@ OPTIONAL = frozenset(
 #: Fragments whose pages do not carry the marker yet (docs/errors.md and
 #: docs/web.md are being revised in another change): (page, a line of the block)
 #: -> why it cannot run. An entry goes once its page has the marker.
-AWAITING_MARKER = {
-    ("docs/errors.md", "send_invoice(order)"): "the reader's own function and exception",
-    ("docs/errors.md", "handle(message)"): "the reader's own message handler",
-    ("docs/web.md", "app = TelemetryMiddleware(app)"): "the reader's own applications",
-}
-
 # Runs a script block with connections limited to this machine, as pytest-socket
 # does for the suite (pytest.ini options do not reach a plain interpreter).
 _BOOTSTRAP = """\
@@ -134,7 +128,6 @@ class Block:
 
 def _blocks(page: Path) -> list[Block]:
     lines = page.read_text(encoding="utf-8").splitlines()
-    page_name = str(page.relative_to(ROOT))
     blocks = []
     i = 0
     while i < len(lines):
@@ -148,8 +141,7 @@ def _blocks(page: Path) -> list[Block]:
             i += 1
         code = textwrap.dedent("\n".join(lines[start + 1 : i])) + "\n"
         marked = start > 0 and FRAGMENT.match(lines[start - 1]) is not None
-        awaiting = any(page_name == where and needle in code for where, needle in AWAITING_MARKER)
-        blocks.append(Block(page, start + 1, code, marked or awaiting))
+        blocks.append(Block(page, start + 1, code, marked))
         i += 1
     return blocks
 

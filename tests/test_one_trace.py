@@ -243,3 +243,68 @@ class TestFastAPIOperationSpans:
         _get("fastapi", "/items/7")
 
         assert [s.name for s in capture.spans if s.name.startswith("fastapi.")] == []
+
+
+class TestFastAPIConfiguredByTheApplication:
+    def test_its_own_tracing_is_kept_with_a_warning(self, capture: TelemetryCapture) -> None:
+        """An app that configured FastAPI's telemetry keeps FastAPI's server span, and is warned."""
+        pytest.importorskip("fastapi.telemetry")
+        from fastapi import FastAPI
+
+        app = FastAPI(telemetry={"operation_spans": False})
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"item_id": item_id}
+
+        instrument_app(app)
+        transport = httpx.ASGITransport(app=app)
+
+        async def call() -> int:
+            async with httpx.AsyncClient(transport=transport) as client:
+                return (await client.get("http://testserver/items/1")).status_code
+
+        import asyncio
+
+        assert asyncio.run(call()) == 200
+        warnings = [e for e in capture.logs if "traces by itself" in str(e.get("event"))]
+
+        assert len(warnings) == 1
+        assert warnings[0]["level"] == "warning"
+        assert len(_server_spans(capture)) == 2
+
+    def test_its_log_records_are_redacted(self, capture: TelemetryCapture) -> None:
+        """FastAPI's OTel log record of an unhandled exception reaches its processor redacted."""
+        pytest.importorskip("fastapi.telemetry")
+        from fastapi import FastAPI
+        from opentelemetry.sdk._logs import LoggerProvider
+        from opentelemetry.sdk._logs import export as log_export
+
+        in_memory = getattr(log_export, "InMemoryLogRecordExporter", None)
+        exporter = (in_memory or log_export.InMemoryLogExporter)()
+        provider = LoggerProvider()
+        provider.add_log_record_processor(log_export.SimpleLogRecordProcessor(exporter))
+        app = FastAPI(telemetry={"tracing": False, "metrics": False, "logger_provider": provider})
+
+        @app.get("/pay")
+        async def pay() -> None:
+            raise Crash("charge failed for card 4111 1111 1111 1111, password=hunter2")
+
+        instrument_app(app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+        async def call() -> int:
+            async with httpx.AsyncClient(transport=transport) as client:
+                return (await client.get("http://testserver/pay")).status_code
+
+        import asyncio
+
+        assert asyncio.run(call()) == 500
+        (record,) = [getattr(r, "log_record", r) for r in exporter.get_finished_logs()]
+        attributes = dict(record.attributes or {})
+        text = repr(attributes) + repr(record.body)
+
+        assert attributes["exception.type"] == "Crash"
+        assert "REDACTED" in attributes["exception.message"]
+        assert "4111" not in text
+        assert "hunter2" not in text
