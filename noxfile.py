@@ -35,15 +35,6 @@ def _install_tests(session: nox.Session, target: str, *pins: str) -> None:
     session.install(target, *groups, *pins)
 
 
-def _floors() -> list[str]:
-    """Return ``name==floor`` for every core dependency's ``>=`` floor in pyproject.toml."""
-    pins = []
-    for declared in PYPROJECT["project"]["dependencies"]:
-        name, _, floor = declared.partition(">=")
-        pins.append(f"{name}=={floor}.0" if floor.count(".") == 1 else f"{name}=={floor}")
-    return pins
-
-
 @nox.session
 def lint(session: nox.Session) -> None:
     """Run the pre-commit hooks (ruff check and format, file checks) and mypy --strict."""
@@ -84,14 +75,32 @@ def tests_extra(session: nox.Session, extra: str) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_backend="uv", reuse_venv=False)
+def tests_latest(session: nox.Session) -> None:
+    """Run the suite on the newest release of every dependency and extra, nothing pinned.
+
+    A fresh environment each time, resolved anew: what a user who runs
+    ``pip install 'kaleem-telemetry[all]'`` today gets (FastAPI 0.165 and later
+    began tracing by itself; a locked set would not have noticed).
+    """
+    groups = nox.project.dependency_groups(PYPROJECT, "tests", "typing", "lint")
+    session.install("--upgrade", "-e.[all]", *groups)
+    session.run("python", "-c", _VERSIONS_SCRIPT)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(default=False, venv_backend="uv", reuse_venv=False)
 def tests_oldest(session: nox.Session) -> None:
-    """Run the suite on the oldest release of every core dependency pyproject.toml accepts."""
-    pins = _floors()
-    otel = next(pin for pin in pins if pin.startswith("opentelemetry-sdk==")).partition("==")[2]
-    # The OpenTelemetry packages the SDK and the exporters pull in, at the same release.
-    pins += [f"opentelemetry-api=={otel}", f"opentelemetry-proto=={otel}"]
-    _install_tests(session, "-e.[all]", *pins)
+    """Run the suite on the oldest release of every dependency and extra pyproject.toml accepts.
+
+    uv's ``lowest-direct`` resolution takes the floor of each of the package's
+    own requirements, the extras' included (FastAPI before it traced by
+    itself, Starlette, Flask, Django), and what those floors need.
+    """
+    groups = nox.project.dependency_groups(PYPROJECT, "tests", "typing", "lint")
+    session.install(*groups)
+    session.install("--resolution=lowest-direct", "-e.[all]")
+    session.run("python", "-c", _VERSIONS_SCRIPT)
     # mypy reads the installed libraries' annotations, which older releases spell
     # differently; the typing gate runs against current releases (nox -s tests).
     mypy_gate = "tests/test_quality.py::TestQualityGates::test_mypy_strict"
@@ -101,6 +110,14 @@ def tests_oldest(session: nox.Session) -> None:
     # The strict unraisable-exception gate stays in nox -s tests.
     unclosed = "ignore::pytest.PytestUnraisableExceptionWarning"
     session.run("pytest", "-q", "--deselect", mypy_gate, "-W", unclosed, *session.posargs)
+
+
+_VERSIONS_SCRIPT = """
+import importlib.metadata as m
+names = ["opentelemetry-sdk", "prometheus-client", "structlog", "sentry-sdk", "fastapi",
+         "starlette", "flask", "django", "uvicorn", "gunicorn", "redis", "sqlalchemy"]
+print("versions under test: " + ", ".join(f"{n} {m.version(n)}" for n in names))
+"""
 
 
 @nox.session(python=nox.project.python_versions(PYPROJECT), default=False)

@@ -38,10 +38,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from bench_http import _drive
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = (
@@ -52,25 +53,6 @@ VARIANTS = (
     "ours_operation_spans",
     "ours_split",
 )
-_SCOPE: dict[str, Any] = {
-    "type": "http",
-    "asgi": {"version": "3.0", "spec_version": "2.4"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/items/42",
-    "raw_path": b"/items/42",
-    "root_path": "",
-    "query_string": b"q=shoes&page=2",
-    "server": ("127.0.0.1", 8000),
-    "client": ("127.0.0.1", 50000),
-}
-_HEADERS = [
-    (b"host", b"127.0.0.1:8000"),
-    (b"user-agent", b"bench/1.0"),
-    (b"accept", b"*/*"),
-    (b"x-request-id", b"0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b"),
-]
 _RECEIVER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -130,24 +112,6 @@ _PROCESSES = {
     "fastapi_native": ("fastapi_native",),
     "ours": ("ours_native_off", "ours", "ours_operation_spans", "ours_split"),
 }
-
-
-async def _drive(app: Any, requests: int) -> tuple[int, int]:
-    body = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive() -> dict[str, Any]:
-        return body
-
-    async def send(message: Any) -> None:
-        return None
-
-    wall = time.perf_counter_ns()
-    cpu = time.process_time_ns()
-    for _ in range(requests):
-        scope = dict(_SCOPE)
-        scope["headers"] = list(_HEADERS)
-        await app(scope, receive, send)
-    return time.perf_counter_ns() - wall, time.process_time_ns() - cpu
 
 
 def _worker(process: str, endpoint: str) -> None:

@@ -164,6 +164,23 @@ def _serve_and_stop(
                 proc.kill()
 
 
+def _signal_when_ready(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float]:
+    """Run a script until it prints "ready", SIGTERM it; return (exit status, seconds to exit)."""
+    with subprocess.Popen(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+        return status, time.monotonic() - started
+
+
 def _server_spans(receiver: OTLPReceiver, n: int) -> list[str]:
     spans = receiver.wait_for(n, timeout=15)
     return sorted(s.name for s in spans if s.kind == PROTO_SPAN_KIND_SERVER)
@@ -247,17 +264,7 @@ class TestPlainWorker:
         jobs = 500
         with OTLPReceiver("grpc") as receiver, SentryIngest() as sentry:
             env = _env(receiver, SENTRY_DSN=sentry.dsn)
-            with subprocess.Popen(
-                [sys.executable, "worker.py", str(jobs), "fail"],
-                cwd=project,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            ) as proc:
-                assert proc.stdout is not None
-                assert proc.stdout.readline().strip() == b"ready"
-                proc.send_signal(signal.SIGTERM)
-                status = proc.wait(timeout=60)
+            status, _seconds = _signal_when_ready(["worker.py", str(jobs), "fail"], project, env)
             spans = receiver.wait_for(jobs, timeout=15)
             events = sentry.wait_for_events(1, timeout=15)
 
@@ -271,19 +278,7 @@ class TestPlainWorker:
         """Thousands of spans queued for a black hole: SIGTERM still ends the process in time."""
         with OTLPReceiver("grpc", mode="blackhole") as receiver:
             env = _env(receiver, KALEEM_TELEMETRY_SHUTDOWN_TIMEOUT="2")
-            with subprocess.Popen(
-                [sys.executable, "worker.py", "5000"],
-                cwd=project,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            ) as proc:
-                assert proc.stdout is not None
-                assert proc.stdout.readline().strip() == b"ready"
-                started = time.monotonic()
-                proc.send_signal(signal.SIGTERM)
-                status = proc.wait(timeout=60)
-                seconds = time.monotonic() - started
+            status, seconds = _signal_when_ready(["worker.py", "5000"], project, env)
 
         assert status == KILLED_BY_SIGTERM
         # The bound is 2 s; a hang would take the 60 s wait. Generous for a busy machine.
@@ -317,17 +312,7 @@ class TestHandlerChain:
         )
         (project / "chained.py").write_text(script)
         with OTLPReceiver("grpc") as receiver:
-            with subprocess.Popen(
-                [sys.executable, "chained.py"],
-                cwd=project,
-                env=_env(receiver),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            ) as proc:
-                assert proc.stdout is not None
-                assert proc.stdout.readline().strip() == b"ready"
-                proc.send_signal(signal.SIGTERM)
-                status = proc.wait(timeout=60)
+            status, _seconds = _signal_when_ready(["chained.py"], project, _env(receiver))
             spans = receiver.wait_for(50, timeout=15)
 
         assert status == 3
