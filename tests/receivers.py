@@ -167,6 +167,35 @@ def _closed_port() -> int:
     return port
 
 
+def decode_body(body: bytes, encoding: str | None) -> bytes:
+    """Undo a request body's ``Content-Encoding``: gzip, deflate, br or identity.
+
+    sentry-sdk compresses with brotli when the ``brotli`` package is importable
+    and with gzip otherwise; brotli is imported only when a ``br`` body arrives,
+    so it stays optional.
+
+    Args:
+        body: The raw request body.
+        encoding: The ``Content-Encoding`` header, or ``None`` when absent.
+
+    Raises:
+        ValueError: For an encoding this receiver does not know.
+    """
+    name = (encoding or "identity").strip().lower()
+    if name in ("", "identity"):
+        return body
+    if name in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if name == "deflate":
+        return zlib.decompress(body)
+    if name == "br":
+        import brotli  # optional: only a sender that has it uses br
+
+        decompressed: bytes = brotli.decompress(body)
+        return decompressed
+    raise ValueError(f"unsupported Content-Encoding: {encoding!r}")
+
+
 class _Quiet(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -176,12 +205,7 @@ class _Quiet(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        encoding = (self.headers.get("Content-Encoding") or "").lower()
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-        return body
+        return decode_body(body, self.headers.get("Content-Encoding"))
 
     def _reply(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -448,6 +472,12 @@ class SentryIngest:
         """Every envelope received: its header and its items."""
         with self._sink.cond:
             return list(self._sink.items)
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        """The request headers of every envelope received, names lower-cased."""
+        with self._sink.cond:
+            return [dict(h) for h in self._sink.metadata]
 
     @property
     def events(self) -> list[dict[str, Any]]:
