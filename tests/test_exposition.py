@@ -4,6 +4,7 @@ import gzip
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -266,10 +267,25 @@ class TestApps:
 
 
 class TestChildExit:
-    def test_noop_without_multiproc_dir(self) -> None:
-        """child_exit does nothing when multiprocess mode is off."""
+    @pytest.mark.parametrize("env", [None, ""])
+    def test_noop_without_multiproc_dir(
+        self, env: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """child_exit does nothing when multiprocess mode is off: no live-gauge file is removed."""
+        monkeypatch.delenv("prometheus_multiproc_dir", raising=False)
+        if env is None:
+            monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+        else:
+            monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", env)
+        monkeypatch.chdir(tmp_path)
+        # The files mark_process_dead() would delete for this pid, were a directory used.
+        names = ["gauge_livesum_12345.db", "gauge_liveall_12345.db", "gauge_livemax_12345.db"]
+        for name in names:
+            (tmp_path / name).write_bytes(b"")
 
         class Worker:
             pid = 12345
 
         exposition.child_exit(None, Worker())
+
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)

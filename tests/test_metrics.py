@@ -347,9 +347,21 @@ class TestGetMetrics:
         assert first is not second
 
     def test_reset_without_configuration(self) -> None:
-        """reset_for_tests() is safe when nothing was configured."""
-        metrics.reset_for_tests()
-        metrics.reset_for_tests()
+        """reset_for_tests() is safe when nothing was configured: metrics work again after it."""
+        own = Counter("reset_probe_own", "An application collector.", registry=REGISTRY)
+        try:
+            get_metrics()  # created on first use; configure_metrics() never ran
+            metrics.reset_for_tests()
+            metrics.reset_for_tests()
+            get_metrics().business_events_total.labels("reset_probe").inc()
+            own.inc()
+            counted = REGISTRY.get_sample_value("business_events_total", {"event": "reset_probe"})
+            kept = REGISTRY.get_sample_value("reset_probe_own_total")
+        finally:
+            REGISTRY.unregister(own)
+
+        assert counted == 1
+        assert kept == 1
 
 
 class TestConfigureMetrics:

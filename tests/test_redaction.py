@@ -602,19 +602,25 @@ class _HostileKey:
 
 class TestRedactorNeverRaises:
     @pytest.mark.parametrize(
-        "value",
+        ("value", "expected"),
         [
-            _HostileList([1]),
-            _HostileMapping(),
-            {"ok": [_HostileList([1])]},
-            {_HostileKey(): "plain"},
-            [_HostileKey()],
-            {_HostileKey()},
+            (_HostileList([1]), "[REDACTED:error]"),
+            (_HostileMapping(), "[REDACTED:error]"),
+            ({"ok": [_HostileList([1])]}, {"ok": ["[REDACTED:error]"]}),
         ],
     )
-    def test_hostile_values(self, redactor: Redactor, value: Any) -> None:
-        """Hostile objects never make redaction raise."""
-        redactor.redact(value)
+    def test_hostile_values(self, redactor: Redactor, value: Any, expected: Any) -> None:
+        """Hostile containers never make redaction raise: each becomes the error marker."""
+        out = redactor.redact(value)
+
+        assert out == expected
+
+    @pytest.mark.parametrize("value", [{_HostileKey(): "plain"}, [_HostileKey()], {_HostileKey()}])
+    def test_hostile_keys_pass_through(self, redactor: Redactor, value: Any) -> None:
+        """Objects whose __eq__, __repr__ and __str__ raise are returned untouched."""
+        out = redactor.redact(value)
+
+        assert out is value
 
     def test_secret_under_hostile_key_is_hidden(self, redactor: Redactor) -> None:
         """A value under a key whose __eq__ and __repr__ raise is still scanned."""
