@@ -160,9 +160,7 @@ class RedactingLoggerProvider:
     def _target(self) -> Any:
         if self._provider is not None:
             return self._provider
-        from opentelemetry import _logs
-
-        return _logs.get_logger_provider()
+        return _compat.global_logger_provider()
 
     def get_logger(self, name: str, version: str | None = None, *args: Any, **kwargs: Any) -> Any:
         """Return a redacting logger over the target provider's logger of that name."""

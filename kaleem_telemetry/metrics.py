@@ -50,9 +50,10 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
+from kaleem_telemetry import _compat
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
 if TYPE_CHECKING:
@@ -126,6 +127,8 @@ class CappedFamily(Generic[M]):
         series_limit: Distinct label sets admitted before folding into ``"other"``.
         overflow: The overflow counter child of this family, or None for the
             overflow counter itself.
+        labelnames: The label names ``metric`` was created with; read from the
+            metric when not given.
     """
 
     __slots__ = (
@@ -142,12 +145,22 @@ class CappedFamily(Generic[M]):
     )
 
     def __init__(
-        self, metric: M, name: str, series_limit: int, overflow: Counter | None = None
+        self,
+        metric: M,
+        name: str,
+        series_limit: int,
+        overflow: Counter | None = None,
+        *,
+        labelnames: Sequence[str] | None = None,
     ) -> None:
         self.metric = metric
         self.name = name
         self.series_limit = series_limit
-        self.labelnames: tuple[str, ...] = tuple(metric._labelnames)
+        names = _compat.metric_labelnames(metric) if labelnames is None else tuple(labelnames)
+        if names is None:
+            msg = f"Pass labelnames= for {name}: this prometheus_client does not expose them."
+            raise TypeError(msg)
+        self.labelnames: tuple[str, ...] = names
         self._overflow = overflow
         self._cache: dict[tuple[Any, ...], M] = {}
         self._series: set[tuple[str, ...]] = set()
@@ -293,7 +306,7 @@ class TelemetryMetrics:
         )
         self._overflow_metric = overflow
         self.series_overflow_total: CappedFamily[Counter] = CappedFamily(
-            overflow, "telemetry_series_overflow_total", series_limit
+            overflow, "telemetry_series_overflow_total", series_limit, labelnames=["metric"]
         )
 
         http = ["method", "route", "status_code"]
@@ -446,17 +459,20 @@ class TelemetryMetrics:
                 f"{old.labelnames!r}; declare the labels {names!r} before the first event."
             )
             raise ValueError(msg)
+        labels = ["event", *names]
         metric = Counter(
             "business_events_total",
             "Business KPI events.",
-            ["event", *names],
+            labels,
             registry=None,
             namespace=self._namespace,
         )
         self.registry.unregister(old.metric)
         self._collectors.remove(old.metric)
         self._families.remove(old)
-        self.business_events_total = self._wrap(self._register(metric), "business_events_total")
+        self.business_events_total = self._wrap(
+            self._register(metric), "business_events_total", labels
+        )
 
     def unregister(self) -> None:
         """Remove every family from the registry (tests, reconfiguration)."""
@@ -471,8 +487,14 @@ class TelemetryMetrics:
         self._collectors.append(metric)
         return metric
 
-    def _wrap(self, metric: M, name: str) -> CappedFamily[M]:
-        family = CappedFamily(metric, name, self._series_limit, self._overflow_metric.labels(name))
+    def _wrap(self, metric: M, name: str, labels: Sequence[str]) -> CappedFamily[M]:
+        family = CappedFamily(
+            metric,
+            name,
+            self._series_limit,
+            self._overflow_metric.labels(name),
+            labelnames=labels,
+        )
         self._families.append(family)
         return family
 
@@ -480,7 +502,7 @@ class TelemetryMetrics:
         metric = self._register(
             Counter(name, doc, labels, registry=None, namespace=self._namespace)
         )
-        return self._wrap(metric, name)
+        return self._wrap(metric, name, labels)
 
     def _histogram(
         self, name: str, doc: str, labels: list[str], buckets: Sequence[float]
@@ -488,7 +510,7 @@ class TelemetryMetrics:
         metric = self._register(
             Histogram(name, doc, labels, registry=None, namespace=self._namespace, buckets=buckets)
         )
-        return self._wrap(metric, name)
+        return self._wrap(metric, name, labels)
 
     def _gauge(self, name: str, doc: str, labels: list[str], mode: str) -> CappedFamily[Gauge]:
         metric = self._register(
@@ -501,12 +523,12 @@ class TelemetryMetrics:
                 multiprocess_mode=mode,  # type: ignore[arg-type]
             )
         )
-        return self._wrap(metric, name)
+        return self._wrap(metric, name, labels)
 
 
 def is_multiprocess() -> bool:
     """Return whether prometheus_client stores values in ``PROMETHEUS_MULTIPROC_DIR`` files."""
-    return values.ValueClass is not values.MutexValue
+    return _compat.prometheus_is_multiprocess()
 
 
 def multiproc_dir() -> str | None:
@@ -517,18 +539,8 @@ def multiproc_dir() -> str | None:
 
 
 def _sync_value_class() -> bool:
-    """Make prometheus_client's value class follow the environment; return whether it changed.
-
-    prometheus_client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when
-    ``prometheus_client.values`` is imported, and every metric child created
-    afterwards takes ``values.ValueClass``. Re-deriving that module attribute is
-    how prometheus_client's own multiprocess tests switch modes.
-    """
-    wanted = multiproc_dir() is not None
-    if wanted == is_multiprocess():
-        return False
-    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    return True
+    """Make prometheus_client's value class follow the environment; return whether it changed."""
+    return _compat.prometheus_sync_value_class()
 
 
 _LOCK = threading.Lock()

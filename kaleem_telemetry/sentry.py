@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
+from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import current_request, get_context
 from kaleem_telemetry.logs import ACCESS_LOGGER
@@ -357,7 +358,6 @@ def reset_for_tests() -> None:
 def _init_client(config: TelemetryConfig | None, *, dsn: str | None) -> None:
     global _MODE
     import sentry_sdk
-    from sentry_sdk.consts import DEFAULT_OPTIONS
     from sentry_sdk.integrations.dedupe import DedupeIntegration
     from sentry_sdk.integrations.logging import LoggingIntegration
 
@@ -376,7 +376,7 @@ def _init_client(config: TelemetryConfig | None, *, dsn: str | None) -> None:
         # second event: our log tap (record_log) sees them through the bridge.
         "integrations": [LoggingIntegration(level=None, event_level=None), DedupeIntegration()],
     }
-    if "data_collection" not in DEFAULT_OPTIONS:
+    if not _compat.sentry_has_data_collection():
         # sentry-sdk before data_collection: say no PII explicitly. Newer versions
         # default to no PII and deprecate the flag (a warning we must not cause).
         options["send_default_pii"] = False
@@ -389,7 +389,9 @@ def _init_client(config: TelemetryConfig | None, *, dsn: str | None) -> None:
     # captures, tags and isolates each request, for a fraction of their cost.
     options["auto_enabling_integrations"] = False
     if dsn:
-        options["transport"] = _bounded_transport_class()
+        transport = _compat.sentry_transport_class(TRANSPORT_TIMEOUT)
+        if transport is not None:
+            options["transport"] = transport
     else:
         # Hook mode: build events exactly as they would be sent, send nothing,
         # and patch nothing (no framework or excepthook integrations).
@@ -435,17 +437,6 @@ def _ensure_tap() -> None:
         from kaleem_telemetry import logs
 
         _REMOVE_TAP = logs.add_tap(record_log)
-
-
-def _bounded_transport_class() -> type[Any]:
-    from sentry_sdk.transport import HttpTransport
-
-    class BoundedHttpTransport(HttpTransport):
-        """sentry-sdk's transport with a request timeout short enough for shutdown."""
-
-        TIMEOUT = TRANSPORT_TIMEOUT
-
-    return BoundedHttpTransport
 
 
 def _null_transport() -> Any:

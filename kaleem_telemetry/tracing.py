@@ -46,7 +46,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -67,6 +66,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status
 
+from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._version import __version__
 from kaleem_telemetry.context import _CONTEXT as _BOUND
@@ -107,25 +107,13 @@ _LOGGER = logging.getLogger(__name__)
 TRACER_NAME = "kaleem_telemetry"
 SPANS_DROPPED_METRIC = "telemetry_spans_dropped"  # exposed as ..._total by prometheus_client
 
-#: Loggers of the exporters and the batch processor whose messages may quote the
-#: endpoint (userinfo included) or a failing request; the secret filter sits on each.
-_EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.trace.export",
-    "grpc._channel",
-)
+#: Public top-level logger names of the OpenTelemetry SDK and exporters and of grpc:
+#: any of their loggers may quote the endpoint (userinfo included) or a failing
+#: request, so the secret filter sees every record of a logger at or under them.
+_EXPORTER_LOGGER_ROOTS = ("opentelemetry", "grpc")
+_EXPORTER_LOGGER_PREFIXES = tuple(f"{name}." for name in _EXPORTER_LOGGER_ROOTS)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _EXCEPTION_ATTR = "_kaleem_span_context"
-
-#: The SDK's span class, the only one `set_own_attributes` writes into directly.
-_SDK_SPAN: Any = getattr(sdk_trace, "_Span", None)
-#: Attribute value types the SDK stores unchanged (its validation returns them as they are).
-_PLAIN_VALUE_TYPES = (str, int, bool, float)
 
 _LOCK = threading.RLock()
 _PROVIDER: TracerProvider | None = None
@@ -311,50 +299,9 @@ def start_own_span(
     return span
 
 
-def set_own_attributes(
-    span: trace.Span, attributes: dict[str, Any], name: str | None = None
-) -> None:
-    """Set ``attributes`` (and rename to ``name``) on a live span, as ``set_attributes`` would.
-
-    For values the library made itself. On an SDK span whose attribute store has
-    room and no value-length limit, the values go straight into the store: the
-    SDK would return plain ``str``/``int``/``bool``/``float`` values unchanged
-    after checking them one by one under two locks, which is about 10,000 CPU
-    instructions per attribute. Anything else (another span class, a value of
-    another type, an attribute count or length limit in force, an SDK whose
-    internals differ) takes the public ``set_attributes``/``update_name``.
-
-    Args:
-        span: The span, not yet ended.
-        attributes: The attributes.
-        name: A new span name, or ``None`` to keep it.
-    """
-    if type(span) is _SDK_SPAN:
-        try:
-            store = span._attributes  # type: ignore[attr-defined]
-            if type(store) is BoundedAttributes and store.max_value_len is None:
-                values = store._dict
-                maxlen = store.maxlen
-                if (
-                    not store._immutable
-                    and type(values) is dict
-                    and (maxlen is None or len(values) + len(attributes) <= maxlen)
-                ):
-                    for value in attributes.values():
-                        if type(value) not in _PLAIN_VALUE_TYPES:
-                            break
-                    else:
-                        # One dict update: atomic under the GIL for str keys, so no
-                        # lock is needed against another thread setting attributes.
-                        values.update(attributes)
-                        if name is not None:
-                            span._name = name  # type: ignore[attr-defined]
-                        return
-        except AttributeError:
-            pass  # an SDK whose span or store is built differently: the public path
-    span.set_attributes(attributes)
-    if name is not None:
-        span.update_name(name)
+#: Set ``attributes`` (and rename) on a live span of the library's own, as
+#: ``set_attributes`` would but faster: `kaleem_telemetry._compat.set_span_attributes`.
+set_own_attributes = _compat.set_span_attributes
 
 
 def dropped_spans() -> int:
@@ -476,12 +423,10 @@ def reset_for_tests() -> None:
             for processor in router.clear():
                 run_bounded(processor.shutdown, 1.0)
         if _PROVIDER is not None and trace.get_tracer_provider() is _PROVIDER:
-            from opentelemetry.util._once import Once
-
             # OpenTelemetry has no public way to unset the global provider; tests
-            # need a fresh one each, so reset the set-once guard it keeps.
-            trace._TRACER_PROVIDER_SET_ONCE = Once()
-            trace._TRACER_PROVIDER = None
+            # need a fresh one each. Where that fails the next configuration hooks
+            # into the old provider, as into one installed by someone else.
+            _compat.reset_global_tracer_provider()
         _PROVIDER = _ROUTER = _SAMPLER = _TRACER = _RESOURCE_KEY = None
         _DROPPED = 0
         _DROPPED_WARNED = False
@@ -765,19 +710,22 @@ def _split_userinfo(url: str) -> tuple[str, str | None]:
 class _CountingBatchSpanProcessor(BatchSpanProcessor):
     """A `BatchSpanProcessor` that counts the spans it drops on a full queue."""
 
-    def on_end(self, span: ReadableSpan) -> None:
+    def __init__(self, exporter: SpanExporter, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
         # The SDK drops silently but for a rate-limited log line; its queue is a
         # bounded deque, whose fullness we read before handing the span over.
-        try:
-            try:
-                queue = self._batch_processor._queue
-            except AttributeError:
-                # Older SDKs (1.27 for one) keep the deque on the processor itself.
-                queue = self.queue  # type: ignore[attr-defined]
-            if len(queue) >= queue.maxlen and span.context.trace_flags.sampled:  # type: ignore[operator]
-                _record_dropped()
-        except (AttributeError, TypeError):
-            pass  # an SDK that keeps its queue differently: spans are not counted
+        # ``None`` where the SDK keeps it differently: spans are then not counted.
+        self._drop_queue = _compat.batch_span_queue(self)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._drop_queue
+        if (
+            queue is not None
+            and len(queue) >= queue.maxlen
+            and span.context is not None
+            and span.context.trace_flags.sampled
+        ):
+            _record_dropped()
         BatchSpanProcessor.on_end(self, span)
 
 
@@ -807,8 +755,11 @@ def _dropped_counter() -> Any:
             registry=REGISTRY,
         )
     except ValueError:
-        # Already registered in this process (a test reset); reuse that one.
-        collector = REGISTRY._names_to_collectors.get(SPANS_DROPPED_METRIC)
+        # Already registered in this process (a test reset); reuse that one, or
+        # count in an unregistered one where it cannot be found.
+        collector = _compat.registered_collector(REGISTRY, SPANS_DROPPED_METRIC)
+        if collector is None:
+            collector = Counter(SPANS_DROPPED_METRIC, "Spans dropped.", registry=None)
         return collector
 
 
@@ -950,7 +901,31 @@ def _install_log_filter(config: TelemetryConfig) -> None:
             secrets.extend(p for p in (userinfo, *userinfo.split(":", 1)) if len(p) >= 3)
     if _LOG_FILTER is None:
         _LOG_FILTER = _SecretLogFilter()
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).addFilter(_LOG_FILTER)
+        _install_record_factory(_LOG_FILTER)
     # Longest first, so a secret that contains another is replaced whole.
     _LOG_FILTER.secrets = tuple(sorted(set(secrets), key=len, reverse=True))
+
+
+def _install_record_factory(log_filter: _SecretLogFilter) -> None:
+    """Run ``log_filter`` on every record of a logger at or under `_EXPORTER_LOGGER_ROOTS`.
+
+    A filter on the ``opentelemetry`` or ``grpc`` logger would not see the records
+    of their child loggers (logging applies a logger's filters only to records
+    logged on that very logger, not to those propagated from below), and a filter
+    on a handler only where that handler is. The log record factory makes every
+    record, whatever logger it comes from and whichever handlers it reaches, so the
+    secrets are out of it before any handler, filter or log capture sees it. The
+    factory that was installed before is kept and called first.
+    """
+    previous = logging.getLogRecordFactory()
+    roots = _EXPORTER_LOGGER_ROOTS
+    prefixes = _EXPORTER_LOGGER_PREFIXES
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        name = record.name
+        if name.startswith(prefixes) or name in roots:
+            log_filter.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)

@@ -501,11 +501,58 @@ class TestExporterLogs:
             raise RuntimeError("header supersecret1")
         except RuntimeError:
             record.exc_info = sys.exc_info()
-        next(f for f in logger.filters if isinstance(f, tracing._SecretLogFilter)).filter(record)
+        assert tracing._LOG_FILTER is not None
+        tracing._LOG_FILTER.filter(record)
 
         assert "supersecret1" not in record.getMessage()
         assert "p4ss" not in record.getMessage()
         assert record.exc_info is None
+
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "opentelemetry.sdk.some_renamed_internal",
+            "opentelemetry.exporter.otlp.proto.grpc.renamed.deeper",
+            "opentelemetry",
+            "grpc._renamed_channel",
+            "grpc",
+        ],
+    )
+    def test_a_secret_from_any_child_logger_is_masked(
+        self, name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A record from a logger under opentelemetry or grpc, whatever its name, is scrubbed.
+
+        A real record, logged through the child logger and propagated to the
+        handlers above it: no filter on the logger itself is involved.
+        """
+        secret = "hv-" + "z" * 12
+        tracing.configure_tracing(
+            _config(OTEL_TRACES_EXPORTER="none", OTEL_EXPORTER_OTLP_HEADERS=f"k={secret}")
+        )
+        logger = logging.getLogger(name)
+        assert not logger.filters
+        with caplog.at_level(logging.DEBUG, logger=name):
+            logger.error("export to http://u:pw-child-1@host:4317 failed: header %s", secret)
+            try:
+                raise RuntimeError(f"header {secret}")
+            except RuntimeError:
+                logger.exception("failed")
+
+        assert len(caplog.records) == 2
+        assert secret not in caplog.text
+        assert "pw-child-1" not in caplog.text
+        assert all(secret not in r.getMessage() for r in caplog.records)
+
+    def test_other_loggers_are_left_alone(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Records of loggers outside opentelemetry and grpc are not rewritten."""
+        tracing.configure_tracing(
+            _config(OTEL_TRACES_EXPORTER="none", OTEL_EXPORTER_OTLP_HEADERS="k=unrelated-42")
+        )
+        with caplog.at_level(logging.INFO, logger="grpcio_lookalike"):
+            logging.getLogger("grpcio_lookalike").info("value %s", "unrelated-42")
+
+        assert caplog.records[0].args == ("unrelated-42",)
 
 
 class TestBounded:
