@@ -11,19 +11,25 @@ import kaleem_telemetry
 from kaleem_telemetry import _setup
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
+# Slack over a timeout for a busy machine: a call that ignored its timeout would
+# take the hanging component's HANG seconds, or whole seconds of an exporter's own.
+# The measured overshoot is reported by benchmarks/bench_faults.py.
+HANG_SLACK = 5.0
+HANG = 60.0
+
 
 class _HangingComponent:
-    """A component whose flush and shutdown never return, like a black-holed exporter."""
+    """A component whose flush and shutdown hang (for HANG s), like a black-holed exporter."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
 
     def force_flush(self, timeout: float) -> bool:
-        self.release.wait()
+        self.release.wait(HANG)
         return True
 
     def shutdown(self, timeout: float) -> None:
-        self.release.wait()
+        self.release.wait(HANG)
 
 
 class _QuickComponent:
@@ -142,9 +148,11 @@ class TestSetupTelemetry:
             pass
         started = time.monotonic()
         telemetry.shutdown(timeout=3.0)
+        elapsed = time.monotonic() - started
 
         assert "tracing" in telemetry.components
-        assert time.monotonic() - started < 3.0 + 2.0
+        # The 3 s timeout plus generous slack: a hang would wait out the exporter's own.
+        assert elapsed < 3.0 + HANG_SLACK
 
     def test_sdk_disabled_turns_tracing_off(self, monkeypatch):
         """OTEL_SDK_DISABLED=true configures no tracing but keeps logs and metrics."""
@@ -187,7 +195,7 @@ class TestShutdown:
 
         assert done is False
         assert quick.calls == ["shutdown"]
-        assert elapsed < 0.5 + 1.5
+        assert elapsed < 0.5 + HANG_SLACK
 
     def test_force_flush_is_bounded_when_a_component_hangs(self):
         """force_flush() returns False within its timeout when a component hangs."""
@@ -199,7 +207,7 @@ class TestShutdown:
         hanging.release.set()
 
         assert done is False
-        assert elapsed < 0.3 + 1.5
+        assert elapsed < 0.3 + HANG_SLACK
 
     def test_a_failing_component_does_not_stop_the_others(self, caplog):
         """A component whose shutdown raises is logged; the others still shut down."""
