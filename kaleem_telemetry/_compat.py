@@ -106,6 +106,11 @@ def _probe_span_store() -> tuple[type | None, type | None]:
         provider = sdk_trace.TracerProvider(
             sampler=ALWAYS_ON, resource=Resource({}), shutdown_on_exit=False
         )
+        if getattr(provider, "_disabled", False) is True:
+            # OTEL_SDK_DISABLED=true at import: the probe still needs a real span
+            # (the private switch ``TracerProvider._disabled``; where it is gone
+            # the probe fails and spans take the public path).
+            provider._disabled = False
         span: Any = provider.get_tracer("kaleem_telemetry.compat").start_span("probe")
         store = span._attributes
         ok = (

@@ -103,6 +103,23 @@ class TestSpanAttributeStore:
         assert dict(span.attributes) == {"s": "x", "i": 1, "b": True, "f": 1.5}, version
         assert span.name == "b", f"opentelemetry-sdk {version} no longer names spans by _name"
 
+    def test_the_probe_works_with_the_sdk_disabled_at_import(self) -> None:
+        """OTEL_SDK_DISABLED=true in the environment does not switch the fast path off."""
+        import os
+        import subprocess
+        import sys
+
+        code = "from kaleem_telemetry import _compat; print(_compat.SDK_SPAN is not None)"
+        env = {**os.environ, "OTEL_SDK_DISABLED": "true"}
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+
+        assert result.stdout.strip() == "True", (
+            f"opentelemetry-sdk {_version('opentelemetry-sdk')} no longer has "
+            f"TracerProvider._disabled: {result.stderr}"
+        )
+
     def test_without_the_private_class_the_public_path_is_used(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
