@@ -719,13 +719,10 @@ class _CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         queue = self._drop_queue
-        if (
-            queue is not None
-            and len(queue) >= queue.maxlen
-            and span.context is not None
-            and span.context.trace_flags.sampled
-        ):
-            _record_dropped()
+        if queue is not None and len(queue) >= queue.maxlen:
+            context = span.context
+            if context is not None and context.trace_flags.sampled:
+                _record_dropped()
         BatchSpanProcessor.on_end(self, span)
 
 
