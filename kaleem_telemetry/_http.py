@@ -6,8 +6,9 @@ and `HttpRecorder`, which turns one finished request into its RED metrics, its
 span attributes and its access-log event.
 
 The per-request path is written for speed: label children are cached, header
-names are precomputed bytes, labels are looked up in dicts instead of built, and
-nothing is imported lazily once the first request has been served.
+names are precomputed bytes, and labels are looked up in dicts instead of built.
+Only the rare paths import lazily: trace-context extraction (a request that
+carries trace headers) and the Sentry report of a failed request.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from kaleem_telemetry.context import (
     pop_context,
     push_context,
 )
-from kaleem_telemetry.logs import ACCESS_LOGGER, emit_access
+from kaleem_telemetry.logs import emit_access
 from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from kaleem_telemetry.metrics import TelemetryMetrics
 
 __all__ = [
-    "ACCESS_LOGGER_NAME",
     "ACTIVE_KEY",
     "DEFAULT_EXCLUDED_PATHS",
     "DEFAULT_REQUEST_ID_HEADER",
@@ -85,8 +85,6 @@ UNMATCHED = "unmatched"
 #: The paths the middleware never traces, logs or counts (docs/reference.md, Endpoints).
 DEFAULT_EXCLUDED_PATHS = ("/metrics", "/health/live", "/health/ready")
 DEFAULT_REQUEST_ID_HEADER = "X-Request-ID"
-#: The structlog logger name of the access event.
-ACCESS_LOGGER_NAME = ACCESS_LOGGER
 #: Scope/environ key where framework glue (Django) leaves the matched route template.
 ROUTE_SCOPE_KEY = "kaleem_telemetry.route"
 #: Scope/environ key where framework glue leaves an exception the framework handled.

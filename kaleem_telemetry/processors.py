@@ -17,7 +17,7 @@ import math
 import sys
 import time
 import traceback
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -28,30 +28,13 @@ from kaleem_telemetry.context import _CONTEXT
 from kaleem_telemetry.redaction import REDACTED, get_redactor
 
 __all__ = [
-    "FIXED_KEYS",
     "MAX_VALUE_CHARS",
     "EventShaper",
-    "add_timestamp",
     "format_timestamp",
     "normalise_level",
     "render_json",
     "structure_exception",
 ]
-
-#: The keys the pipeline owns; an event's own keys come after them.
-FIXED_KEYS = (
-    "timestamp",
-    "level",
-    "event",
-    "logger",
-    "service",
-    "environment",
-    "trace_id",
-    "span_id",
-    "request_id",
-    "merchant_id",
-    "user_id",
-)
 
 #: A string value longer than this is cut, and the cut is marked.
 MAX_VALUE_CHARS = 16_384
@@ -71,8 +54,9 @@ _EVENT_CACHE_SIZE = 4096
 _EVENT_CACHE_MAX_CHARS = 200
 _event_cache_owner: object = None
 
-_last_second = -1
-_last_prefix = ""
+# (second, its formatted prefix), replaced as one object: a thread that reads
+# it always gets a prefix that belongs to the second beside it.
+_last_stamp: tuple[int, str] = (-1, "")
 # ".000Z" ... ".999Z": a table lookup instead of formatting the milliseconds
 # with a format spec on every line, which costs several times more.
 _MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
@@ -87,19 +71,14 @@ def format_timestamp(now: float) -> str:
     Args:
         now: Seconds since the epoch, as from `time.time()`.
     """
-    global _last_second, _last_prefix
+    global _last_stamp
     second = int(now)
-    if second != _last_second:
-        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _last_second = second
+    stamp = _last_stamp
+    if stamp[0] != second:
+        stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        _last_stamp = stamp
     # 0 <= now - second < 1, so the index is 0..999.
-    return _last_prefix + _MILLIS[int((now - second) * 1000)]
-
-
-def add_timestamp(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """Add ``timestamp`` in the contract's format (ISO 8601 UTC, ms, ``Z``)."""
-    event_dict["timestamp"] = format_timestamp(time.time())
-    return event_dict
+    return stamp[1] + _MILLIS[int((now - second) * 1000)]
 
 
 def normalise_level(method_name: str) -> str:
