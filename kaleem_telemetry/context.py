@@ -249,9 +249,8 @@ def _set_on_current_span(values: Mapping[str, Any]) -> None:
     span = trace.get_current_span()
     request = _REQUEST.get()
     server = getattr(request, "span", None) if request is not None else None
-    targets = [s for s in (span, server) if s is not None and s.is_recording()]
-    if server is span and targets:
-        targets = targets[:1]
+    candidates = (span,) if server is None or server is span else (span, server)
+    targets = [s for s in candidates if s.is_recording()]
     if not targets:
         return
     attributes = span_attributes({k: v for k, v in values.items() if v is not None})
