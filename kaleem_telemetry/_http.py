@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kaleem_telemetry import _setup
 from kaleem_telemetry import metrics as _metrics_mod
-from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry.context import (
     current_request,
     enter_request,
@@ -512,7 +512,6 @@ class HttpRecorder:
                 recorded span (redacted only for spans that are kept: most are
                 not, in production).
         """
-        # A plain try: entering internal_errors() would cost a generator per request.
         try:
             status_text = status_label(status)
             trace_id: str | None = None
@@ -558,9 +557,8 @@ class HttpRecorder:
                 request_id,
                 span_context,
             )
-        except Exception:  # re-raised into internal_errors, which logs and swallows it
-            with internal_errors("http request telemetry"):
-                raise
+        except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+            report_internal_error("http request telemetry")
         span.end()
 
     def _report(self, error: BaseException, span: Any, route: str, method: str) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
-from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry.processors import EventShaper, render_json
 
 if TYPE_CHECKING:
@@ -101,13 +101,10 @@ class _Pipeline:
     def tap(self, shaped: Mapping[str, Any], exc_info: Any) -> None:
         """Hand a shaped event to every tap; a tap that raises is logged and skipped."""
         for tap in self.taps:
-            # A plain try per tap: entering internal_errors() on every line
-            # would cost a generator even when nothing goes wrong.
             try:
                 tap(shaped, exc_info)
-            except Exception:  # re-raised into internal_errors, which logs and swallows it
-                with internal_errors("log tap"):
-                    raise
+            except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+                report_internal_error("log tap")
 
 
 _PIPELINE = _Pipeline()
@@ -268,15 +265,13 @@ def _emit(level: str, shape: Callable[..., dict[str, Any]], *args: Any) -> None:
     pipeline = _PIPELINE
     if _LEVELS.get(level, logging.INFO) < pipeline.level:
         return
-    # A plain try: entering internal_errors() would cost a generator per event.
     try:
         shaped = shape(pipeline.shaper, *args)
         if pipeline.taps:
             pipeline.tap(shaped, None)
         _EVENT_WRITER.msg(pipeline.render(shaped))
-    except Exception:  # re-raised into internal_errors, which logs and swallows it
-        with internal_errors("log event"):
-            raise
+    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+        report_internal_error("log event")
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:

@@ -64,12 +64,11 @@ import dataclasses
 import itertools
 import json
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import quote, unquote_plus
 
-from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
 __all__ = [
@@ -1197,15 +1196,10 @@ def _fail_closed() -> str:
     """Log the exception being handled (rate-limited) and return the error marker.
 
     Redaction must never raise into the application and must never let an
-    unreadable value through. Catching with `internal_errors` around every
-    container would cost about a microsecond each on the logging hot path, so
-    the walkers catch with a plain ``except`` (free in CPython until something
-    raises) and hand the exception here, where `internal_errors` logs it.
+    unreadable value through: the walkers catch with a plain ``except`` and
+    answer with this.
     """
-    handled = sys.exc_info()[1]
-    with internal_errors("kaleem_telemetry.redaction"):
-        if handled is not None:
-            raise handled
+    report_internal_error("kaleem_telemetry.redaction")
     return _UNREADABLE
 
 

@@ -67,7 +67,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status
 
 from kaleem_telemetry import _compat
-from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._version import __version__
 from kaleem_telemetry.context import _CONTEXT as _BOUND
 from kaleem_telemetry.context import span_attributes
@@ -607,15 +607,12 @@ class _SpanRouter(SpanProcessor):
         return old
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        # Runs for every span: a plain try costs nothing until something raises,
-        # where entering internal_errors() would cost a generator per span.
         try:
             bound = _BOUND.get()
             if bound:
                 set_own_attributes(span, span_attributes(bound))
-        except Exception:
-            with internal_errors("span context attributes"):
-                raise
+        except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+            report_internal_error("span context attributes")
         for processor in self._extra:
             processor.on_start(span, parent_context)
 
