@@ -60,6 +60,10 @@ _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "kaleem_telemetry_context", default=_EMPTY
 )
 
+#: Read the bound values without a copy (a read-only mapping): the hot-path read
+#: of the log pipeline and the span processor. Users call `get_context()`.
+bound_values: Callable[[], Mapping[str, Any]] = _CONTEXT.get
+
 
 # The request (or job) being served in this context: an object with a ``span``
 # (its server span) and a ``route`` (its template once known), set by the web

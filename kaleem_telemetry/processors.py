@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from kaleem_telemetry.context import _CONTEXT
+from kaleem_telemetry.context import bound_values
 from kaleem_telemetry.redaction import REDACTED, get_redactor
 
 __all__ = [
@@ -130,7 +130,7 @@ class EventShaper:
             # zero-padded lower-case hex at a third of the cost of format(id, "032x").
             out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
             out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
-        context = _CONTEXT.get()
+        context = bound_values()
         if context:
             own_context: dict[str, Any] = {}
             for key, value in context.items():
@@ -180,7 +180,7 @@ class EventShaper:
             out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
             out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
         own: dict[str, Any] = {}
-        context = _CONTEXT.get()
+        context = bound_values()
         if context:
             for key, value in context.items():
                 if key in _CONTEXT_KEYS:

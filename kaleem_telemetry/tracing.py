@@ -69,7 +69,7 @@ from opentelemetry.trace import Status
 from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._version import __version__
-from kaleem_telemetry.context import _CONTEXT as _BOUND
+from kaleem_telemetry.context import bound_values
 from kaleem_telemetry.context import span_attributes
 from kaleem_telemetry.propagation import install_propagators
 from kaleem_telemetry.redaction import REDACTED, get_redactor, redact_attributes
@@ -608,7 +608,7 @@ class _SpanRouter(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            bound = _BOUND.get()
+            bound = bound_values()
             if bound:
                 set_own_attributes(span, span_attributes(bound))
         except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
