@@ -69,8 +69,7 @@ from opentelemetry.trace import Status
 from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._version import __version__
-from kaleem_telemetry.context import bound_values
-from kaleem_telemetry.context import span_attributes
+from kaleem_telemetry.context import bound_values, span_attributes
 from kaleem_telemetry.propagation import install_propagators
 from kaleem_telemetry.redaction import REDACTED, get_redactor, redact_attributes
 
