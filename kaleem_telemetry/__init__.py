@@ -8,6 +8,7 @@ See the README and docs/ for the whole picture; `__all__` below is the public AP
 
 from __future__ import annotations
 
+from kaleem_telemetry._metrics_server import start_metrics_server
 from kaleem_telemetry._setup import Telemetry, setup_telemetry, shutdown_telemetry
 from kaleem_telemetry._version import __version__
 from kaleem_telemetry.apps import instrument_app
@@ -18,7 +19,7 @@ from kaleem_telemetry.context import bind_context, clear_context, get_context, t
 from kaleem_telemetry.db import track_db
 from kaleem_telemetry.decorators import instrument
 from kaleem_telemetry.exceptions import MissingDependencyError, TelemetryConfigError, TelemetryError
-from kaleem_telemetry.exposition import metrics_asgi_app, metrics_wsgi_app, start_metrics_server
+from kaleem_telemetry.exposition import metrics_asgi_app, metrics_wsgi_app
 from kaleem_telemetry.logs import get_logger
 from kaleem_telemetry.propagation import extract_context, inject_context
 from kaleem_telemetry.sentry import capture_exception

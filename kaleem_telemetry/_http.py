@@ -13,13 +13,10 @@ carries trace headers) and the Sentry report of a failed request.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import re
-from bisect import bisect_left
 from collections.abc import Iterable
-from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -28,7 +25,6 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from kaleem_telemetry import _setup
-from kaleem_telemetry import metrics as _metrics_mod
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry.context import (
     current_request,
@@ -38,7 +34,7 @@ from kaleem_telemetry.context import (
     push_context,
 )
 from kaleem_telemetry.logs import emit_access
-from kaleem_telemetry.metrics import HTTP_BUCKETS, get_metrics
+from kaleem_telemetry.metrics import get_metrics
 from kaleem_telemetry.redaction import get_redactor
 from kaleem_telemetry.sentry import enter_request_scope as enter_sentry_scope
 from kaleem_telemetry.sentry import leave_request_scope as leave_sentry_scope
@@ -54,7 +50,6 @@ __all__ = [
     "DEFAULT_EXCLUDED_PATHS",
     "DEFAULT_REQUEST_ID_HEADER",
     "ERROR_KEY",
-    "EXEMPLAR_REFRESH_SECONDS",
     "METHOD_LABELS",
     "OTHER_METHOD",
     "ROUTE_SCOPE_KEY",
@@ -78,8 +73,6 @@ STANDARD_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
 )
 OTHER_METHOD = "_OTHER"
-#: Seconds a duration bucket's ``trace_id`` exemplar stands before a newer one replaces it.
-EXEMPLAR_REFRESH_SECONDS = 1.0
 #: The ``route`` label of a request that matched no route.
 UNMATCHED = "unmatched"
 #: The paths the middleware never traces, logs or counts (docs/reference.md, Endpoints).
@@ -100,7 +93,6 @@ _REQUEST_ID_BYTES = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _STATUS_LABELS = {code: str(code) for code in range(100, 600)}
 _TEMPLATE_CACHE: dict[str, str] = {}
 _TEMPLATE_CACHE_SIZE = 2048
-_CHILD_CACHE_SIZE = 4096
 # Starlette ``{name}``/``{name:int}``, Flask/Werkzeug ``<name>``/``<int:name>``/
 # ``<any(a,b):name>``, Django ``<name>``/``<int:name>``.
 _BRACE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^{}]*)?\}")
@@ -306,12 +298,6 @@ class HttpRecorder:
         self._header_override = request_id_header
         self._settings: RequestSettings | None = None
         self._settings_config: Any = _UNSET
-        self._metrics: TelemetryMetrics | None = None
-        self._children: dict[tuple[str, str, str], tuple[Any, Any, list[float]]] = {}
-        self._progress: dict[str, Any] = {}
-        self._errors: dict[tuple[str, str, str, str], Any] = {}
-        self._ws_active: dict[str, Any] = {}
-        self._ws_messages: dict[tuple[str, str], Any] = {}
 
     # -- configuration ------------------------------------------------------------
 
@@ -328,98 +314,36 @@ class HttpRecorder:
         return settings
 
     def metrics(self) -> TelemetryMetrics:
-        """Return the metric families (and drop the child caches when they changed)."""
-        current = get_metrics(self._registry)
-        if current is not self._metrics:
-            self._reset_children()
-            self._metrics = current
-        return current
-
-    def _reset_children(self) -> None:
-        self._children = {}
-        self._progress = {}
-        self._errors = {}
-        self._ws_active = {}
-        self._ws_messages = {}
+        """Return the metric families of the registry (the process ones by default)."""
+        return get_metrics(self._registry)
 
     # -- metrics ------------------------------------------------------------------
 
     def in_progress(self, method: str) -> Any:
-        """Return the ``http_requests_in_progress`` child for ``method``.
-
-        Called first for every request, so it is where a replaced set of metric
-        families (a reset registry) is noticed and the child caches dropped.
-        """
-        metrics = self._metrics
-        if metrics is None or metrics is not _metrics_mod._PROCESS_METRICS:
-            metrics = self.metrics()
-        child = self._progress.get(method)
-        if child is None:
-            child = metrics.http_requests_in_progress.labels(method)
-            self._progress[method] = child
-        return child
+        """Return the ``http_requests_in_progress`` child for ``method``."""
+        return get_metrics(self._registry).http_requests_in_progress.labels(method)
 
     def observe(
         self, method: str, route: str, status: str, seconds: float, trace_id: str | None
     ) -> None:
-        """Count one request and observe its duration (with an exemplar when sampled).
-
-        A bucket keeps one exemplar (OpenMetrics), and a scrape only ever sees
-        the latest; so a sampled request replaces its bucket's exemplar only when
-        that one is `EXEMPLAR_REFRESH_SECONDS` old, which spares the exemplar's
-        validation and locking on almost every request of a busy route.
-        """
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            metrics = self.metrics()
-            children = (
-                metrics.http_requests_total.labels(method, route, status),
-                metrics.http_request_duration_seconds.labels(method, route, status),
-                [-math.inf] * (len(HTTP_BUCKETS) + 1),
-            )
-            if len(self._children) < _CHILD_CACHE_SIZE:
-                self._children[key] = children
-        children[0].inc()
-        if trace_id is not None:
-            stamps = children[2]
-            # The bucket prometheus_client picks: the first bound >= seconds (+Inf last).
-            index = bisect_left(HTTP_BUCKETS, seconds)
-            now = monotonic()
-            if now - stamps[index] >= EXEMPLAR_REFRESH_SECONDS:
-                stamps[index] = now
-                children[1].observe(seconds, {"trace_id": trace_id})
-                return
-        children[1].observe(seconds)
+        """Count one request and observe its duration (with an exemplar when sampled)."""
+        metrics = get_metrics(self._registry)
+        metrics.http_requests_total.labels(method, route, status).inc()
+        metrics.http_request_duration_seconds.observe_sampled(
+            (method, route, status), seconds, trace_id
+        )
 
     def count_error(self, method: str, route: str, status: str, error_type: str) -> None:
         """Increment ``http_errors_total`` for one failed request."""
-        key = (method, route, status, error_type)
-        child = self._errors.get(key)
-        if child is None:
-            child = self.metrics().http_errors_total.labels(method, route, status, error_type)
-            if len(self._errors) < _CHILD_CACHE_SIZE:
-                self._errors[key] = child
-        child.inc()
+        self.metrics().http_errors_total.labels(method, route, status, error_type).inc()
 
     def websocket_active(self, route: str) -> Any:
         """Return the ``websocket_connections_active`` child for ``route``."""
-        child = self._ws_active.get(route)
-        if child is None:
-            child = self.metrics().websocket_connections_active.labels(route)
-            if len(self._ws_active) < _CHILD_CACHE_SIZE:
-                self._ws_active[route] = child
-        return child
+        return self.metrics().websocket_connections_active.labels(route)
 
     def websocket_message(self, route: str, direction: str) -> None:
         """Count one WebSocket message in ``direction`` (``"in"`` or ``"out"``)."""
-        key = (route, direction)
-        child = self._ws_messages.get(key)
-        if child is None:
-            child = self.metrics().websocket_messages_total.labels(route, direction)
-            if len(self._ws_messages) < _CHILD_CACHE_SIZE:
-                self._ws_messages[key] = child
-        child.inc()
+        self.metrics().websocket_messages_total.labels(route, direction).inc()
 
     # -- spans ----------------------------------------------------------------------
 

@@ -253,11 +253,11 @@ def _configure(config: TelemetryConfig) -> dict[str, Component]:
 def _component_steps() -> list[tuple[str, Callable[[TelemetryConfig], Component | None]]]:
     # Imported here, not at module top: `import kaleem_telemetry` must stay cheap
     # and must not pull in the exporters or sentry_sdk.
-    from kaleem_telemetry import metrics, sentry, tracing
+    from kaleem_telemetry import _metrics_server, sentry, tracing
 
     return [
         ("tracing", tracing.configure_tracing),
-        ("metrics", metrics.configure_metrics),
+        ("metrics", _metrics_server.configure_metrics),
         ("sentry", sentry.configure_sentry),
     ]
 

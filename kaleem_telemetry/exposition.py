@@ -1,4 +1,4 @@
-"""Serve ``/metrics``: ASGI and WSGI apps, a stand-alone server, a gunicorn hook.
+"""Serve ``/metrics``: ASGI and WSGI apps and a gunicorn hook.
 
 Every app answers with the Prometheus text format, or with OpenMetrics (which
 carries exemplars) when the scraper's ``Accept`` header asks for
@@ -10,6 +10,9 @@ With a bearer token (the ``token`` argument, else ``KALEEM_TELEMETRY_METRICS_TOK
 as configured by `setup_telemetry()` or read from the environment), a request
 without ``Authorization: Bearer <token>`` gets ``401``.
 
+A process without a web server of its own serves these with
+`kaleem_telemetry.start_metrics_server`.
+
 Added in 0.1.0.
 """
 
@@ -19,12 +22,8 @@ import asyncio
 import gzip
 import hmac
 import os
-import socket
-import threading
 from collections.abc import Iterable
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -34,23 +33,24 @@ from kaleem_telemetry import metrics as _metrics
 from kaleem_telemetry._asgi_endpoints import send_response, serve_lifespan
 from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 
-__all__ = [
-    "MetricsServer",
-    "child_exit",
-    "metrics_asgi_app",
-    "metrics_wsgi_app",
-    "render_metrics",
-    "start_metrics_server",
-]
+__all__ = ["child_exit", "metrics_asgi_app", "metrics_wsgi_app", "render_metrics"]
 
 _TOKEN_ENV = "KALEEM_TELEMETRY_METRICS_TOKEN"
+# The token `setup_telemetry()` configured; apps made without one of their own use it.
+_CONFIGURED_TOKEN: str | None = None
 _UNAUTHORIZED = b"Unauthorized: send the metrics token as 'Authorization: Bearer <token>'.\n"
+
+
+def configure_token(token: str | None) -> None:
+    """Set the bearer token of apps made without one (`setup_telemetry()` calls this)."""
+    global _CONFIGURED_TOKEN
+    _CONFIGURED_TOKEN = token or None
 
 
 def _effective_token(token: str | None) -> str | None:
     if token:
         return token
-    return _metrics.configured_token() or os.environ.get(_TOKEN_ENV) or None
+    return _CONFIGURED_TOKEN or os.environ.get(_TOKEN_ENV) or None
 
 
 def _authorized(token: str | None, authorization: str | None) -> bool:
@@ -175,127 +175,6 @@ def metrics_wsgi_app(
         return [body]
 
     return app
-
-
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _IPv6Server(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Drop the per-request line: scrapes are not access-logged (docs/reference.md)."""
-
-
-def _server_app(registry: CollectorRegistry | None, token: str | None) -> WSGIApp:
-    metrics_app = metrics_wsgi_app(registry, token=token)
-
-    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO") or "/"
-        if path in ("/", "/metrics"):
-            return metrics_app(environ, start_response)
-        if path.startswith("/health/"):
-            from kaleem_telemetry.health import health_wsgi_app
-
-            health_app: WSGIApp = health_wsgi_app(registry=registry)
-            return health_app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"Not found: metrics are served at /metrics.\n"]
-
-    return app
-
-
-class MetricsServer:
-    """A running metrics server (see `start_metrics_server`); stop it with `stop()`.
-
-    Attributes:
-        addr: The address it is bound to.
-        port: The port it is bound to (the real one when 0 was asked for).
-    """
-
-    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._stopped = False
-        self._lock = threading.Lock()
-        address = server.server_address
-        self.addr: str = str(address[0])
-        self.port: int = int(address[1])
-
-    def __repr__(self) -> str:
-        state = "stopped" if self._stopped else "serving"
-        return f"<MetricsServer {self.url} {state}>"
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The ``/metrics`` URL of this server."""
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"http://{host}:{self.port}/metrics"
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving and close the socket; idempotent, waits at most ``timeout`` seconds.
-
-        Args:
-            timeout: How long to wait for the serving thread to end, in seconds.
-        """
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        # shutdown() waits for serve_forever() to notice; it polls every 0.5 s.
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout)
-
-
-def start_metrics_server(
-    port: int,
-    addr: str = "0.0.0.0",
-    *,
-    registry: CollectorRegistry | None = None,
-    token: str | None = None,
-) -> MetricsServer:
-    """Serve ``/metrics`` (and ``/health/live``, ``/health/ready``) from a daemon thread.
-
-    For processes without a web server of their own (workers, consumers). It
-    binds exactly where told: ``0.0.0.0`` (all IPv4 interfaces, the default, so a
-    Prometheus in another container can scrape it), ``127.0.0.1`` for local
-    only, or an IPv6 address such as ``::``.
-
-    Args:
-        port: The TCP port; 0 picks a free one (read it from ``.port``).
-        addr: The address to bind.
-        registry: The registry to expose (see `render_metrics`).
-        token: The bearer token to require; None means the configured
-            ``KALEEM_TELEMETRY_METRICS_TOKEN``, if any.
-
-    Returns:
-        The running server; call ``stop()`` to end it.
-
-    Raises:
-        OSError: The address cannot be bound (for example the port is in use).
-    """
-    server_class = _IPv6Server if ":" in addr else _ThreadingWSGIServer
-    server = make_server(
-        addr, port, _server_app(registry, token), server_class, handler_class=_QuietHandler
-    )
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": 0.2},
-        name=f"kaleem-telemetry-metrics-{server.server_port}",
-        daemon=True,
-    )
-    thread.start()
-    return MetricsServer(server, thread)
 
 
 def child_exit(server: object, worker: Any) -> None:

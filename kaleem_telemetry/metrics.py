@@ -41,43 +41,48 @@ Added in 0.1.0.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
+import math
 import os
 import threading
 import weakref
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+from time import monotonic
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from kaleem_telemetry import _compat
-from kaleem_telemetry.exceptions import TelemetryConfigError
-
-if TYPE_CHECKING:
-    from kaleem_telemetry.config import TelemetryConfig
-    from kaleem_telemetry.exposition import MetricsServer
+from kaleem_telemetry._metric_specs import (
+    CACHE_BUCKETS,
+    DB_BUCKETS,
+    FAMILIES,
+    FUNCTION_BUCKETS,
+    HTTP_BUCKETS,
+    JOB_BUCKETS,
+    SERIES_OVERFLOW,
+    MetricSpec,
+)
 
 __all__ = [
     "CACHE_BUCKETS",
     "DB_BUCKETS",
     "DEFAULT_SERIES_LIMIT",
+    "EXEMPLAR_REFRESH_SECONDS",
     "FUNCTION_BUCKETS",
     "HTTP_BUCKETS",
     "JOB_BUCKETS",
     "OTHER",
     "CappedFamily",
-    "MetricsComponent",
-    "OperationTracker",
     "TelemetryMetrics",
-    "configure_metrics",
-    "configured_token",
     "get_metrics",
     "is_multiprocess",
     "multiproc_dir",
-    "reset_for_tests",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -88,28 +93,8 @@ DEFAULT_SERIES_LIMIT = 2000
 OTHER = "other"
 """The label value that replaces every value of a label set past the cap."""
 
-HTTP_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-"""Buckets of the HTTP server and client duration histograms (docs/reference.md, Metrics)."""
-
-DB_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-)  # fmt: skip
-"""Buckets of ``database_query_duration_seconds``: 1 ms to 10 s."""
-
-CACHE_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-)  # fmt: skip
-"""Buckets of ``cache_operation_duration_seconds``: 100 µs to 1 s."""
-
-JOB_BUCKETS: tuple[float, ...] = (
-    0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
-)  # fmt: skip
-"""Buckets of ``job_duration_seconds`` and ``job_queue_lag_seconds``: 10 ms to 1 h."""
-
-FUNCTION_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
-)  # fmt: skip
-"""Buckets of ``function_duration_seconds``: 1 ms to 60 s."""
+EXEMPLAR_REFRESH_SECONDS = 1.0
+"""Seconds a bucket's ``trace_id`` exemplar stands before a newer one replaces it."""
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -129,14 +114,18 @@ class CappedFamily(Generic[M]):
             overflow counter itself.
         labelnames: The label names ``metric`` was created with; read from the
             metric when not given.
+        exemplar_buckets: A histogram's bucket bounds, when its observations
+            carry the sampled ``trace_id`` as an exemplar (`observe_sampled`).
     """
 
     __slots__ = (
+        "_bounds",
         "_cache",
         "_lock",
         "_other",
         "_overflow",
         "_series",
+        "_stamps",
         "_warned",
         "labelnames",
         "metric",
@@ -152,6 +141,7 @@ class CappedFamily(Generic[M]):
         overflow: Counter | None = None,
         *,
         labelnames: Sequence[str] | None = None,
+        exemplar_buckets: Sequence[float] | None = None,
     ) -> None:
         self.metric = metric
         self.name = name
@@ -167,6 +157,10 @@ class CappedFamily(Generic[M]):
         self._other = (OTHER,) * len(self.labelnames)
         self._lock = threading.Lock()
         self._warned = False
+        self._bounds = None if exemplar_buckets is None else tuple(exemplar_buckets)
+        # Per child: when each of its buckets last took an exemplar (+Inf last).
+        # Children are only ever the admitted series and "other", so this is capped too.
+        self._stamps: dict[M, list[float]] = {}
 
     def __repr__(self) -> str:
         return f"<CappedFamily {self.name} series={len(self._series)}/{self.series_limit}>"
@@ -227,6 +221,38 @@ class CappedFamily(Generic[M]):
         # distinct raw value, which is exactly what the cap exists to prevent.
         return self.metric.labels(*self._other)
 
+    def observe_sampled(self, values: tuple[Any, ...], amount: float, trace_id: str | None) -> None:
+        """Observe ``amount`` on the child for ``values``, with ``trace_id`` as its exemplar.
+
+        A bucket keeps one exemplar (OpenMetrics), and a scrape only ever sees the
+        latest; so a sampled observation replaces its bucket's exemplar only when
+        that one is `EXEMPLAR_REFRESH_SECONDS` old, which spares the exemplar's
+        validation and locking on almost every observation of a busy series.
+        Without exemplar buckets (multiprocess mode, or a family that carries
+        none) or without a ``trace_id``, it is a plain ``observe``.
+
+        Args:
+            values: The label values, in label order.
+            amount: The observed value (seconds).
+            trace_id: The sampled trace's id (32 hex digits), or ``None``.
+        """
+        child: Any = self.labels(*values)
+        bounds = self._bounds
+        if trace_id is None or bounds is None:
+            child.observe(amount)
+            return
+        stamps = self._stamps.get(child)
+        if stamps is None:
+            stamps = self._stamps.setdefault(child, [-math.inf] * (len(bounds) + 1))
+        # The bucket prometheus_client picks: the first bound >= amount (+Inf last).
+        index = bisect_left(bounds, amount)
+        now = monotonic()
+        if now - stamps[index] >= EXEMPLAR_REFRESH_SECONDS:
+            stamps[index] = now
+            child.observe(amount, {"trace_id": trace_id})
+            return
+        child.observe(amount)
+
     @property
     def series_count(self) -> int:
         """The number of distinct admitted label sets (the ``"other"`` set excluded)."""
@@ -248,12 +274,14 @@ class CappedFamily(Generic[M]):
             self._series.discard(key)
             # Raw-value aliases of the set are rare; dropping the whole cache is simpler.
             self._cache.clear()
+            self._stamps.clear()
             self.metric.remove(*key)
 
     def clear(self) -> None:
         """Remove every child (and its series) from the family; in-memory mode only."""
         with self._lock:
             self._cache.clear()
+            self._stamps.clear()
             self._series.clear()
             self._warned = False
             self.metric.clear()
@@ -262,9 +290,10 @@ class CappedFamily(Generic[M]):
 class TelemetryMetrics:
     """Every metric family of docs/reference.md (Metrics) on one registry.
 
-    Attribute names are the metric names (counters included with ``_total``).
-    Create one per registry (tests use a fresh `CollectorRegistry`); the process
-    one comes from `get_metrics()`.
+    The families are created from their declarations
+    (``kaleem_telemetry._metric_specs.FAMILIES``); attribute names are the metric
+    names (counters included with ``_total``). Create one per registry (tests
+    use a fresh `CollectorRegistry`); the process one comes from `get_metrics()`.
 
     Args:
         registry: Where the families are registered; the default is
@@ -277,6 +306,30 @@ class TelemetryMetrics:
         ValueError: ``series_limit`` is smaller than 1, or a family of the same
             name is already registered on ``registry``.
     """
+
+    # One annotation per declared family, for type checkers; __init__ fills them
+    # from the declarations, and the test suite checks the two name the same set.
+    http_requests_total: CappedFamily[Counter]
+    http_request_duration_seconds: CappedFamily[Histogram]
+    http_errors_total: CappedFamily[Counter]
+    http_requests_in_progress: CappedFamily[Gauge]
+    http_client_request_duration_seconds: CappedFamily[Histogram]
+    database_query_duration_seconds: CappedFamily[Histogram]
+    cache_hit_total: CappedFamily[Counter]
+    cache_miss_total: CappedFamily[Counter]
+    cache_operations_total: CappedFamily[Counter]
+    cache_operation_duration_seconds: CappedFamily[Histogram]
+    job_runs_total: CappedFamily[Counter]
+    job_duration_seconds: CappedFamily[Histogram]
+    job_queue_lag_seconds: CappedFamily[Histogram]
+    jobs_in_progress: CappedFamily[Gauge]
+    websocket_connections_active: CappedFamily[Gauge]
+    websocket_messages_total: CappedFamily[Counter]
+    function_calls_total: CappedFamily[Counter]
+    function_duration_seconds: CappedFamily[Histogram]
+    business_events_total: CappedFamily[Counter]
+    health_check_status: CappedFamily[Gauge]
+    app_info: CappedFamily[Gauge]
 
     def __init__(
         self,
@@ -295,113 +348,13 @@ class TelemetryMetrics:
         self._families: list[CappedFamily[Any]] = []
         self._collectors: list[MetricWrapperBase] = []
 
-        overflow = self._register(
-            Counter(
-                "telemetry_series_overflow_total",
-                "Label sets folded into 'other' because the family reached its series cap.",
-                ["metric"],
-                registry=None,
-                namespace=namespace,
-            )
-        )
-        self._overflow_metric = overflow
+        overflow = self._register(create_metric(SERIES_OVERFLOW, namespace=namespace))
+        self._overflow_metric = cast("Counter", overflow)
         self.series_overflow_total: CappedFamily[Counter] = CappedFamily(
-            overflow, "telemetry_series_overflow_total", series_limit, labelnames=["metric"]
+            self._overflow_metric, SERIES_OVERFLOW.name, series_limit, labelnames=["metric"]
         )
-
-        http = ["method", "route", "status_code"]
-        self.http_requests_total = self._counter(
-            "http_requests_total", "HTTP requests served.", http
-        )
-        self.http_request_duration_seconds = self._histogram(
-            "http_request_duration_seconds",
-            "HTTP request duration until the last body byte, in seconds.",
-            http,
-            HTTP_BUCKETS,
-        )
-        self.http_errors_total = self._counter(
-            "http_errors_total",
-            "HTTP requests that ended in a 5xx status or an unhandled exception.",
-            [*http, "error_type"],
-        )
-        self.http_requests_in_progress = self._gauge(
-            "http_requests_in_progress", "HTTP requests being served.", ["method"], "livesum"
-        )
-        self.http_client_request_duration_seconds = self._histogram(
-            "http_client_request_duration_seconds",
-            "Outgoing HTTP request duration, in seconds.",
-            ["method", "host", "status_code"],
-            HTTP_BUCKETS,
-        )
-        self.database_query_duration_seconds = self._histogram(
-            "database_query_duration_seconds",
-            "Database operation duration, in seconds.",
-            ["db_system", "operation", "collection", "status"],
-            DB_BUCKETS,
-        )
-        cache = ["cache_level", "cache_key_prefix"]
-        self.cache_hit_total = self._counter("cache_hit_total", "Cache hits.", cache)
-        self.cache_miss_total = self._counter("cache_miss_total", "Cache misses.", cache)
-        self.cache_operations_total = self._counter(
-            "cache_operations_total", "Cache operations.", ["operation", "result", "cache_level"]
-        )
-        self.cache_operation_duration_seconds = self._histogram(
-            "cache_operation_duration_seconds",
-            "Cache operation duration, in seconds.",
-            ["operation", "cache_level"],
-            CACHE_BUCKETS,
-        )
-        job = ["queue", "job"]
-        self.job_runs_total = self._counter(
-            "job_runs_total", "Background job runs.", [*job, "status"]
-        )
-        self.job_duration_seconds = self._histogram(
-            "job_duration_seconds",
-            "Background job duration, in seconds.",
-            [*job, "status"],
-            JOB_BUCKETS,
-        )
-        self.job_queue_lag_seconds = self._histogram(
-            "job_queue_lag_seconds",
-            "Time from enqueueing a job (x-enqueued-at) to its start, in seconds.",
-            job,
-            JOB_BUCKETS,
-        )
-        self.jobs_in_progress = self._gauge(
-            "jobs_in_progress", "Background jobs running.", job, "livesum"
-        )
-        self.websocket_connections_active = self._gauge(
-            "websocket_connections_active", "Open WebSocket connections.", ["route"], "livesum"
-        )
-        self.websocket_messages_total = self._counter(
-            "websocket_messages_total", "WebSocket messages.", ["route", "direction"]
-        )
-        self.function_calls_total = self._counter(
-            "function_calls_total",
-            "Calls of @instrument functions.",
-            ["function", "module", "result"],
-        )
-        self.function_duration_seconds = self._histogram(
-            "function_duration_seconds",
-            "Duration of @instrument functions, in seconds.",
-            ["function", "module"],
-            FUNCTION_BUCKETS,
-        )
-        self.business_events_total = self._counter(
-            "business_events_total", "Business KPI events.", ["event"]
-        )
-        self.health_check_status = self._gauge(
-            "health_check_status",
-            "Result of the last run of a health check: 1 passed, 0 failed.",
-            ["check"],
-            "livemostrecent",
-        )
-        self.app_info = self._gauge(
-            "app_info",
-            "Always 1; labels name the running service.",
-            ["service", "version", "environment"],
-            "livemax",
-        )
+        for spec in FAMILIES:
+            setattr(self, spec.attribute, self._family(spec))
 
     def __repr__(self) -> str:
         mode = "multiprocess" if self.multiprocess else "in-memory"
@@ -459,20 +412,13 @@ class TelemetryMetrics:
                 f"{old.labelnames!r}; declare the labels {names!r} before the first event."
             )
             raise ValueError(msg)
-        labels = ["event", *names]
-        metric = Counter(
-            "business_events_total",
-            "Business KPI events.",
-            labels,
-            registry=None,
-            namespace=self._namespace,
-        )
+        spec = dataclasses.replace(_BUSINESS, labels=(*_BUSINESS.labels, *names))
+        # Built first: an invalid label name raises before the old family is gone.
+        metric = cast("Counter", create_metric(spec, namespace=self._namespace))
         self.registry.unregister(old.metric)
         self._collectors.remove(old.metric)
         self._families.remove(old)
-        self.business_events_total = self._wrap(
-            self._register(metric), "business_events_total", labels
-        )
+        self.business_events_total = self._wrap(self._register(metric), spec)
 
     def unregister(self) -> None:
         """Remove every family from the registry (tests, reconfiguration)."""
@@ -487,43 +433,48 @@ class TelemetryMetrics:
         self._collectors.append(metric)
         return metric
 
-    def _wrap(self, metric: M, name: str, labels: Sequence[str]) -> CappedFamily[M]:
+    def _family(self, spec: MetricSpec) -> CappedFamily[Any]:
+        return self._wrap(self._register(create_metric(spec, namespace=self._namespace)), spec)
+
+    def _wrap(self, metric: M, spec: MetricSpec) -> CappedFamily[M]:
         family = CappedFamily(
             metric,
-            name,
+            spec.name,
             self._series_limit,
-            self._overflow_metric.labels(name),
-            labelnames=labels,
+            self._overflow_metric.labels(spec.name),
+            labelnames=spec.labels,
+            exemplar_buckets=spec.buckets if spec.exemplar and not self.multiprocess else None,
         )
         self._families.append(family)
         return family
 
-    def _counter(self, name: str, doc: str, labels: list[str]) -> CappedFamily[Counter]:
-        metric = self._register(
-            Counter(name, doc, labels, registry=None, namespace=self._namespace)
-        )
-        return self._wrap(metric, name, labels)
 
-    def _histogram(
-        self, name: str, doc: str, labels: list[str], buckets: Sequence[float]
-    ) -> CappedFamily[Histogram]:
-        metric = self._register(
-            Histogram(name, doc, labels, registry=None, namespace=self._namespace, buckets=buckets)
-        )
-        return self._wrap(metric, name, labels)
+_BUSINESS = next(spec for spec in FAMILIES if spec.name == "business_events_total")
 
-    def _gauge(self, name: str, doc: str, labels: list[str], mode: str) -> CappedFamily[Gauge]:
-        metric = self._register(
-            Gauge(
-                name,
-                doc,
-                labels,
-                registry=None,
-                namespace=self._namespace,
-                multiprocess_mode=mode,  # type: ignore[arg-type]
-            )
+
+def create_metric(spec: MetricSpec, *, namespace: str = "") -> MetricWrapperBase:
+    """Return the unregistered prometheus_client metric that ``spec`` declares.
+
+    Args:
+        spec: The declaration.
+        namespace: An optional prefix for the name.
+    """
+    labels = list(spec.labels)
+    if spec.kind == "counter":
+        return Counter(spec.base_name, spec.help, labels, registry=None, namespace=namespace)
+    if spec.kind == "histogram":
+        buckets = spec.buckets if spec.buckets is not None else Histogram.DEFAULT_BUCKETS
+        return Histogram(
+            spec.name, spec.help, labels, registry=None, namespace=namespace, buckets=buckets
         )
-        return self._wrap(metric, name, labels)
+    return Gauge(
+        spec.name,
+        spec.help,
+        labels,
+        registry=None,
+        namespace=namespace,
+        multiprocess_mode=spec.gauge_mode or "all",
+    )
 
 
 def is_multiprocess() -> bool:
@@ -538,18 +489,11 @@ def multiproc_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or lower
 
 
-def _sync_value_class() -> bool:
-    """Make prometheus_client's value class follow the environment; return whether it changed."""
-    return _compat.prometheus_sync_value_class()
-
-
 _LOCK = threading.Lock()
 _PROCESS_METRICS: TelemetryMetrics | None = None
 _PER_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, TelemetryMetrics] = (
     weakref.WeakKeyDictionary()
 )
-_SERVER: MetricsServer | None = None
-_TOKEN: str | None = None
 
 
 def get_metrics(registry: CollectorRegistry | None = None) -> TelemetryMetrics:
@@ -566,7 +510,7 @@ def get_metrics(registry: CollectorRegistry | None = None) -> TelemetryMetrics:
             return metrics
         with _LOCK:
             if _PROCESS_METRICS is None:
-                _sync_value_class()
+                _compat.prometheus_sync_value_class()
                 _PROCESS_METRICS = TelemetryMetrics(REGISTRY)
             return _PROCESS_METRICS
     found = _PER_REGISTRY.get(registry)
@@ -580,139 +524,30 @@ def get_metrics(registry: CollectorRegistry | None = None) -> TelemetryMetrics:
         return found
 
 
-def configured_token() -> str | None:
-    """Return the ``/metrics`` bearer token set by `configure_metrics()`, if any."""
-    return _TOKEN
+def follow_environment() -> TelemetryMetrics:
+    """Make the process families store values the way the environment says; return them.
 
-
-class MetricsComponent:
-    """The metrics part of a `setup_telemetry()` handle.
-
-    Attributes:
-        metrics: The process `TelemetryMetrics`.
-        server: The metrics server started for ``KALEEM_TELEMETRY_METRICS_PORT``, or None.
+    prometheus_client's value class (in memory, or files in
+    ``PROMETHEUS_MULTIPROC_DIR``) is switched to match the environment, and when
+    it changed, the process families (which hold values of the old kind) are
+    created anew.
     """
-
-    def __init__(self, metrics: TelemetryMetrics, server: MetricsServer | None) -> None:
-        self.metrics = metrics
-        self.server = server
-
-    def force_flush(self, timeout: float) -> bool:
-        """Return True: metrics are pulled by the scraper, nothing is buffered."""
-        return True
-
-    def shutdown(self, timeout: float) -> None:
-        """Stop the metrics server, if this component started one."""
-        global _SERVER
-        server = self.server
-        if server is not None:
-            server.stop(timeout)
-            with _LOCK:
-                if _SERVER is server:
-                    _SERVER = None
-
-
-def _validate_multiproc_dir(path: str) -> None:
-    problem = None
-    if not os.path.exists(path):
-        problem = "it does not exist"
-    elif not os.path.isdir(path):
-        problem = "it is not a directory"
-    elif not os.access(path, os.W_OK | os.X_OK):
-        problem = "it is not writable by this process"
-    if problem is not None:
-        msg = (
-            f"PROMETHEUS_MULTIPROC_DIR must be an existing, writable directory, got {path!r} "
-            f"({problem}). Create it (and empty it) before the server starts its workers."
-        )
-        raise TelemetryConfigError(msg)
-
-
-def _set_app_info(metrics: TelemetryMetrics, key: tuple[str, str, str]) -> None:
-    family = metrics.app_info
-    for old in family.label_sets():
-        if old == key:
-            continue
-        if metrics.multiprocess:
-            # Files cannot drop a series; a zero says "no longer this version".
-            family.labels(*old).set(0)
-        else:
-            family.remove(*old)
-    family.labels(*key).set(1)
-
-
-def configure_metrics(cfg: TelemetryConfig) -> MetricsComponent:
-    """Apply the metrics part of ``cfg`` to this process.
-
-    Validates and exports ``PROMETHEUS_MULTIPROC_DIR``, sets the series cap and
-    ``app_info``, and starts the metrics server when ``metrics_port`` is set.
-
-    Args:
-        cfg: The effective configuration.
-
-    Raises:
-        TelemetryConfigError: ``PROMETHEUS_MULTIPROC_DIR`` is not an existing,
-            writable directory.
-    """
-    global _PROCESS_METRICS, _SERVER, _TOKEN
-    path = cfg.prometheus_multiproc_dir
-    if path is not None:
-        _validate_multiproc_dir(path)
-        # prometheus_client reads the directory from the environment when it opens
-        # its files, and the exposition reads it there too.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    else:
-        env_path = multiproc_dir()
-        if env_path is not None:
-            _validate_multiproc_dir(env_path)
+    global _PROCESS_METRICS
     with _LOCK:
-        if _sync_value_class() and _PROCESS_METRICS is not None:
-            # The existing families hold in-memory (or file) values of the old mode.
+        if _compat.prometheus_sync_value_class() and _PROCESS_METRICS is not None:
             _PROCESS_METRICS.unregister()
             _PROCESS_METRICS = None
-    metrics = get_metrics()
-    metrics.series_limit = cfg.metrics_series_limit
-    _set_app_info(metrics, (cfg.service_name, cfg.version, cfg.environment))
-    _TOKEN = cfg.metrics_token or None
-    server = None
-    if cfg.metrics_port is not None:
-        with _LOCK:
-            old, _SERVER = _SERVER, None
-        if old is not None:
-            old.stop(1.0)
-        from kaleem_telemetry.exposition import start_metrics_server
-
-        try:
-            server = start_metrics_server(
-                cfg.metrics_port, cfg.metrics_addr, token=cfg.metrics_token
-            )
-        except OSError as exc:
-            # A port already bound (another worker of a pre-fork server) is not a
-            # reason to stop the application; the scraper will say it is down.
-            _LOGGER.warning(
-                "Could not start the metrics server on %s:%s: %s",
-                cfg.metrics_addr,
-                cfg.metrics_port,
-                exc,
-            )
-        else:
-            with _LOCK:
-                _SERVER = server
-    return MetricsComponent(metrics, server)
+    return get_metrics()
 
 
 def reset_for_tests() -> None:
-    """Stop the metrics server and drop the process metrics; safe when never configured."""
-    global _PROCESS_METRICS, _SERVER, _TOKEN
+    """Drop the process families and follow the environment again; safe when never used."""
+    global _PROCESS_METRICS
     with _LOCK:
-        server, _SERVER = _SERVER, None
         metrics, _PROCESS_METRICS = _PROCESS_METRICS, None
-        _TOKEN = None
-    if server is not None:
-        server.stop(1.0)
     if metrics is not None:
         metrics.unregister()
-    _sync_value_class()
+    _compat.prometheus_sync_value_class()
 
 
 P = ParamSpec("P")

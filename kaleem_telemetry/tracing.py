@@ -68,6 +68,7 @@ from opentelemetry.trace import Status
 
 from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors, report_internal_error
+from kaleem_telemetry._metric_specs import SPANS_DROPPED
 from kaleem_telemetry._version import __version__
 from kaleem_telemetry.context import bound_values, span_attributes
 from kaleem_telemetry.propagation import install_propagators
@@ -104,7 +105,7 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 TRACER_NAME = "kaleem_telemetry"
-SPANS_DROPPED_METRIC = "telemetry_spans_dropped"  # exposed as ..._total by prometheus_client
+SPANS_DROPPED_METRIC = SPANS_DROPPED.base_name  # exposed as ..._total by prometheus_client
 
 #: Public top-level logger names of the OpenTelemetry SDK and exporters and of grpc:
 #: any of their loggers may quote the endpoint (userinfo included) or a failing
@@ -739,20 +740,20 @@ def _record_dropped() -> None:
 
 
 def _dropped_counter() -> Any:
-    from prometheus_client import REGISTRY, Counter
+    from prometheus_client import REGISTRY
+
+    from kaleem_telemetry.metrics import create_metric
 
     try:
-        return Counter(
-            SPANS_DROPPED_METRIC,
-            "Spans dropped because the trace export queue was full.",
-            registry=REGISTRY,
-        )
+        collector = create_metric(SPANS_DROPPED)
+        REGISTRY.register(collector)
+        return collector
     except ValueError:
         # Already registered in this process (a test reset); reuse that one, or
         # count in an unregistered one where it cannot be found.
         collector = _compat.registered_collector(REGISTRY, SPANS_DROPPED_METRIC)
         if collector is None:
-            collector = Counter(SPANS_DROPPED_METRIC, "Spans dropped.", registry=None)
+            collector = create_metric(SPANS_DROPPED)
         return collector
 
 

@@ -25,7 +25,7 @@ def _reset_telemetry_globals() -> Iterator[None]:
     if live is not None:
         live.shutdown(2.0)
     _setup.reset_for_tests()
-    for name in ("tracing", "metrics", "sentry", "health"):
+    for name in ("tracing", "_metrics_server", "metrics", "sentry", "health"):
         module = sys.modules.get(f"kaleem_telemetry.{name}")
         reset = getattr(module, "reset_for_tests", None)
         if reset is not None:

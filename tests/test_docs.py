@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 
 import kaleem_telemetry
 from kaleem_telemetry import tracing
+from kaleem_telemetry._metric_specs import markdown_table
 from kaleem_telemetry.config import sdk_settings, settings_table
 from kaleem_telemetry.metrics import TelemetryMetrics
 
@@ -395,6 +396,17 @@ class TestReference:
             documented[name] = (row[1].split()[0].strip(","), labels, buckets)
 
         assert documented == expected
+
+    def test_metric_table_is_generated_from_the_declarations(self):
+        """The metric table is exactly what the metric declarations render."""
+        section = _section(REFERENCE.read_text(), "Metrics")
+        start = section.index("| metric |")
+        table = section[start : section.index("\n\n", start) + 1]
+
+        assert table == markdown_table(), (
+            "docs/reference.md's metric table is stale: paste the output of "
+            "markdown_table() from kaleem_telemetry/_metric_specs.py over it."
+        )
 
     def test_the_dropped_span_counter_is_named(self):
         """The counter that the tracing pipeline registers by itself is named in Metrics."""

@@ -12,15 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from kaleem_telemetry import exposition
+from kaleem_telemetry._metrics_server import MetricsServer, configure_metrics, start_metrics_server
 from kaleem_telemetry.config import TelemetryConfig
-from kaleem_telemetry.exposition import (
-    MetricsServer,
-    metrics_asgi_app,
-    metrics_wsgi_app,
-    render_metrics,
-    start_metrics_server,
-)
-from kaleem_telemetry.metrics import TelemetryMetrics, configure_metrics
+from kaleem_telemetry.exposition import metrics_asgi_app, metrics_wsgi_app, render_metrics
+from kaleem_telemetry.metrics import TelemetryMetrics
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"

@@ -140,24 +140,24 @@ class TestExemplarRefresh:
 
     def test_a_fresh_exemplar_stands_then_a_stale_one_is_replaced(self, registry, monkeypatch):
         """Within the interval the first exemplar stays; after it, the next sampled one wins."""
-        from kaleem_telemetry import _http
+        from kaleem_telemetry import _http, metrics
 
         clock = [1000.0]
-        monkeypatch.setattr(_http, "monotonic", lambda: clock[0])
+        monkeypatch.setattr(metrics, "monotonic", lambda: clock[0])
         recorder = _http.HttpRecorder(registry=registry)
         recorder.observe("GET", "/a", "200", 0.001, "a" * 32)
         recorder.observe("GET", "/a", "200", 0.002, "b" * 32)
         assert self._exemplars(registry) == {"0.005": "a" * 32}
 
-        clock[0] += _http.EXEMPLAR_REFRESH_SECONDS
+        clock[0] += metrics.EXEMPLAR_REFRESH_SECONDS
         recorder.observe("GET", "/a", "200", 0.003, "c" * 32)
         assert self._exemplars(registry) == {"0.005": "c" * 32}
 
     def test_each_bucket_gets_its_own_exemplar_at_once(self, registry, monkeypatch):
         """A slow request is not hidden by a fast one's fresh exemplar, +Inf included."""
-        from kaleem_telemetry import _http
+        from kaleem_telemetry import _http, metrics
 
-        monkeypatch.setattr(_http, "monotonic", lambda: 5.0)
+        monkeypatch.setattr(metrics, "monotonic", lambda: 5.0)
         recorder = _http.HttpRecorder(registry=registry)
         recorder.observe("GET", "/a", "200", 0.001, "a" * 32)
         recorder.observe("GET", "/a", "200", 0.3, "b" * 32)

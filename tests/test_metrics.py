@@ -3,12 +3,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import typing
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from kaleem_telemetry import metrics
+from kaleem_telemetry._metric_specs import FAMILIES, SERIES_OVERFLOW
+from kaleem_telemetry._metrics_server import configure_metrics
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.exceptions import TelemetryConfigError
 from kaleem_telemetry.metrics import (
@@ -16,7 +19,6 @@ from kaleem_telemetry.metrics import (
     OTHER,
     CappedFamily,
     TelemetryMetrics,
-    configure_metrics,
     get_metrics,
 )
 
@@ -53,6 +55,18 @@ CONTRACT = {
 def _tm(registry: CollectorRegistry) -> TelemetryMetrics:
     """The metric families on the fresh registry."""
     return TelemetryMetrics(registry)
+
+
+def _db(values: tuple[str, ...]) -> dict[str, str]:
+    return dict(zip(("db_system", "operation", "collection", "status"), values, strict=True))
+
+
+def _exemplar(registry: CollectorRegistry, bound: str) -> str | None:
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels["le"] == bound and sample.exemplar:
+                return str(sample.exemplar.labels["trace_id"])
+    return None
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -97,6 +111,71 @@ class TestContract:
 
         assert HTTP_BUCKETS == (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
         assert bounds == [*(str(float(b)) for b in HTTP_BUCKETS), "+Inf"]
+
+    def test_the_declarations_are_the_contract(self) -> None:
+        """The declarations name the families above, with the same types and labels."""
+        declared = {spec.name: (spec.kind, spec.labels) for spec in FAMILIES}
+        declared["series_overflow_total"] = (SERIES_OVERFLOW.kind, SERIES_OVERFLOW.labels)
+
+        assert declared == CONTRACT
+
+    def test_every_declaration_is_typed_on_the_class(self) -> None:
+        """Each declared family has its annotation on TelemetryMetrics, of its kind."""
+        hints = typing.get_type_hints(TelemetryMetrics)
+        kinds = {Counter: "counter", Histogram: "histogram", Gauge: "gauge"}
+        annotated = {
+            name: kinds[typing.get_args(hint)[0]]
+            for name, hint in hints.items()
+            if typing.get_origin(hint) is CappedFamily
+        }
+
+        assert annotated == {spec.name: spec.kind for spec in FAMILIES}
+
+    def test_exposition_follows_the_declarations(
+        self, tm: TelemetryMetrics, registry: CollectorRegistry
+    ) -> None:
+        """Help text, type and buckets on the wire are the declared ones."""
+        for family in tm.families:
+            child = family.labels(*["x"] * len(family.labelnames))
+            if hasattr(child, "observe"):
+                child.observe(0)
+        collected = {family.name: family for family in registry.collect()}
+
+        for spec in (*FAMILIES, SERIES_OVERFLOW):
+            family = collected[spec.base_name]
+            bounds = [
+                float(sample.labels["le"])
+                for sample in family.samples
+                if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf"
+            ]
+            assert (family.type, family.documentation) == (spec.kind, spec.help)
+            assert bounds == list(spec.buckets or ())
+
+    def test_an_exemplar_family_keeps_one_fresh_exemplar_per_bucket(
+        self, tm: TelemetryMetrics, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """observe_sampled refreshes a bucket's exemplar only once it is old."""
+        clock = [100.0]
+        monkeypatch.setattr(metrics, "monotonic", lambda: clock[0])
+        family = tm.database_query_duration_seconds
+        values = ("postgresql", "select", "orders", "ok")
+        family.observe_sampled(values, 0.004, "a" * 32)
+        family.observe_sampled(values, 0.004, "b" * 32)
+        first = _exemplar(registry, "0.005")
+        clock[0] += metrics.EXEMPLAR_REFRESH_SECONDS
+        family.observe_sampled(values, 0.004, "c" * 32)
+
+        assert (first, _exemplar(registry, "0.005")) == ("a" * 32, "c" * 32)
+        assert _value(registry, "database_query_duration_seconds_count", **_db(values)) == 3
+
+    def test_a_family_without_exemplars_ignores_the_trace_id(
+        self, tm: TelemetryMetrics, registry: CollectorRegistry
+    ) -> None:
+        """A family not declared with exemplars observes plainly."""
+        tm.function_duration_seconds.observe_sampled(("f", "m"), 0.004, "a" * 32)
+
+        assert not [s for f in registry.collect() for s in f.samples if s.exemplar]
+        assert _value(registry, "function_duration_seconds_count", function="f", module="m") == 1
 
     def test_namespace_prefixes_names(self, registry: CollectorRegistry) -> None:
         """An explicit namespace prefixes every name."""
@@ -399,7 +478,7 @@ class TestConfigureMetrics:
 
     def test_port_in_use_is_logged_not_raised(self, caplog: pytest.LogCaptureFixture) -> None:
         """A metrics port already bound logs a warning and setup goes on."""
-        from kaleem_telemetry.exposition import start_metrics_server
+        from kaleem_telemetry._metrics_server import start_metrics_server
 
         with start_metrics_server(0, "127.0.0.1") as busy:
             cfg = TelemetryConfig.from_env({}, metrics_port=busy.port, metrics_addr="127.0.0.1")

@@ -11,9 +11,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from kaleem_telemetry import exposition, metrics
+from kaleem_telemetry._metrics_server import configure_metrics
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.exposition import render_metrics
-from kaleem_telemetry.metrics import configure_metrics, get_metrics
+from kaleem_telemetry.metrics import get_metrics
 
 WORKERS = 4
 PER_WORKER = 250
