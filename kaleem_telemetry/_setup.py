@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from kaleem_telemetry._bounded import run_under_deadline
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.exceptions import TelemetryConfigError
@@ -274,29 +275,8 @@ def _run_step(
 def _run_under_deadline(
     what: str, calls: list[tuple[str, Callable[[float], object]]], timeout: float
 ) -> bool:
-    deadline = time.monotonic() + max(timeout, 0.0)
-    threads: list[tuple[str, threading.Thread]] = []
-    ok: dict[str, bool] = {}
-    for name, call in calls:
-
-        def run(name: str = name, call: Callable[[float], object] = call) -> None:
-            with internal_errors(f"{what} of {name}"):
-                result = call(max(deadline - time.monotonic(), 0.0))
-                ok[name] = result is not False
-
-        thread = threading.Thread(target=run, name=f"kaleem-telemetry-{what}-{name}", daemon=True)
-        thread.start()
-        threads.append((name, thread))
-    late = []
-    for name, thread in threads:
-        thread.join(max(deadline - time.monotonic(), 0.0))
-        if thread.is_alive():
-            late.append(name)
-    if late:
-        _LOGGER.warning(
-            "telemetry %s did not finish within %.1f s: %s", what, timeout, ", ".join(late)
-        )
-    return not late and all(ok.get(name, False) for name, _ in threads)
+    results, late = run_under_deadline(what, calls, timeout)
+    return not late and all(name in results and results[name] is not False for name, _call in calls)
 
 
 def _stop_budget(timeout: float) -> float:

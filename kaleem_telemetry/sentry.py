@@ -114,7 +114,7 @@ class SentryComponent:
             return True
         import sentry_sdk
 
-        from kaleem_telemetry.tracing import run_bounded
+        from kaleem_telemetry._bounded import run_bounded
 
         client = sentry_sdk.get_client()
 
@@ -422,7 +422,7 @@ def _close_client(timeout: float) -> None:
         return
     import sentry_sdk
 
-    from kaleem_telemetry.tracing import run_bounded
+    from kaleem_telemetry._bounded import run_bounded
 
     client = sentry_sdk.get_client()
     sentry_sdk.get_global_scope().set_client(None)

@@ -67,6 +67,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status
 
 from kaleem_telemetry import _compat
+from kaleem_telemetry._bounded import run_bounded
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._metric_specs import SPANS_DROPPED
 from kaleem_telemetry._version import __version__
@@ -97,7 +98,6 @@ __all__ = [
     "remember_span",
     "remembered_span_context",
     "reset_for_tests",
-    "run_bounded",
     "set_own_attributes",
     "start_own_span",
 ]
@@ -381,32 +381,6 @@ def build_sampler(config: TelemetryConfig) -> Sampler:
     if name == "parentbased_always_off":
         return ParentBased(ALWAYS_OFF)
     return ParentBased(TraceIdRatioBased(ratio))
-
-
-def run_bounded(fn: Callable[[], Any], timeout: float) -> Any:
-    """Run ``fn`` in a daemon thread and wait at most ``timeout`` seconds for it.
-
-    The SDK's ``force_flush``/``shutdown`` and sentry-sdk's ``flush`` can block far
-    beyond their own timeouts on a collector that never answers; the thread is
-    abandoned at the deadline (it is a daemon, so it cannot hold up exit).
-
-    Args:
-        fn: The blocking call.
-        timeout: Seconds to wait.
-
-    Returns:
-        What ``fn`` returned, or ``None`` if it raised or did not finish in time.
-    """
-    result: list[Any] = []
-
-    def run() -> None:
-        with internal_errors("bounded telemetry call"):
-            result.append(fn())
-
-    thread = threading.Thread(target=run, name="kaleem-telemetry-bounded", daemon=True)
-    thread.start()
-    thread.join(max(0.0, timeout))
-    return result[0] if result else None
 
 
 def reset_for_tests() -> None:

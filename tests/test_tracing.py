@@ -5,7 +5,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -553,20 +552,3 @@ class TestExporterLogs:
             logging.getLogger("grpcio_lookalike").info("value %s", "unrelated-42")
 
         assert caplog.records[0].args == ("unrelated-42",)
-
-
-class TestBounded:
-    def test_run_bounded_returns_at_the_deadline(self) -> None:
-        """run_bounded gives up on a call that hangs, within its timeout."""
-        release = threading.Event()
-        start = time.monotonic()
-        result = tracing.run_bounded(lambda: release.wait(30), 0.2)
-        elapsed = time.monotonic() - start
-        release.set()
-
-        assert result is None
-        assert elapsed < 5
-
-    def test_run_bounded_returns_the_result(self) -> None:
-        """run_bounded returns what the call returned when it finishes in time."""
-        assert tracing.run_bounded(lambda: 42, 5) == 42
