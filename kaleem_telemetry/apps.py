@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["HEALTH_LIVE_PATH", "HEALTH_READY_PATH", "METRICS_PATH", "instrument_app"]
+__all__ = ["instrument_app"]
 
 _LOGGER = logging.getLogger(__name__)
 

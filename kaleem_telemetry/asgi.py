@@ -66,7 +66,7 @@ if TYPE_CHECKING:
 
     from kaleem_telemetry._types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["TelemetryMiddleware", "resolve_route"]
+__all__ = ["TelemetryMiddleware"]
 
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate", b"baggage"})
 _ERROR_BODY = b"Internal Server Error"

@@ -32,17 +32,10 @@ from typing import Any, ParamSpec, TypeVar
 from opentelemetry import trace
 
 __all__ = [
-    "SPAN_ATTRIBUTE_NAMES",
     "bind_context",
     "clear_context",
-    "current_request",
-    "enter_request",
     "get_context",
-    "leave_request",
-    "pop_context",
-    "push_context",
     "run_in_executor",
-    "span_attributes",
     "telemetry_context",
     "with_current_context",
 ]

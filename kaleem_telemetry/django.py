@@ -43,7 +43,7 @@ from kaleem_telemetry._http import (
     route_template,
 )
 
-__all__ = ["TelemetryMiddleware", "record_exception", "stamp_route"]
+__all__ = ["TelemetryMiddleware"]
 
 _TRACE_META = (
     ("HTTP_TRACEPARENT", "traceparent"),

@@ -33,7 +33,7 @@ from kaleem_telemetry import metrics as _metrics
 from kaleem_telemetry._asgi_endpoints import send_response, serve_lifespan
 from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 
-__all__ = ["child_exit", "metrics_asgi_app", "metrics_wsgi_app", "render_metrics"]
+__all__ = ["metrics_asgi_app", "metrics_wsgi_app"]
 
 _TOKEN_ENV = "KALEEM_TELEMETRY_METRICS_TOKEN"
 # The token `setup_telemetry()` configured; apps made without one of their own use it.
@@ -180,7 +180,7 @@ def metrics_wsgi_app(
 def child_exit(server: object, worker: Any) -> None:
     """Gunicorn ``child_exit`` hook: drop a dead worker's live gauges.
 
-    Use it in ``gunicorn.conf.py``: ``from kaleem_telemetry.exposition import
+    Use it in ``gunicorn.conf.py``: ``from kaleem_telemetry.gunicorn import
     child_exit``. Without it, the ``live*`` gauges (in-progress requests, health)
     of dead workers stay in the aggregate.
 

@@ -52,8 +52,6 @@ from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, Star
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
 __all__ = [
-    "Check",
-    "HealthCheck",
     "health_asgi_app",
     "health_wsgi_app",
     "live_report",
@@ -64,7 +62,6 @@ __all__ = [
     "redis_check",
     "register",
     "registered",
-    "reset_for_tests",
     "sqlalchemy_check",
     "unregister",
 ]

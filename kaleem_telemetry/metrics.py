@@ -59,31 +59,12 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from kaleem_telemetry import _compat
 from kaleem_telemetry._metric_specs import (
-    CACHE_BUCKETS,
-    DB_BUCKETS,
     FAMILIES,
-    FUNCTION_BUCKETS,
-    HTTP_BUCKETS,
-    JOB_BUCKETS,
     SERIES_OVERFLOW,
     MetricSpec,
 )
 
-__all__ = [
-    "CACHE_BUCKETS",
-    "DB_BUCKETS",
-    "DEFAULT_SERIES_LIMIT",
-    "EXEMPLAR_REFRESH_SECONDS",
-    "FUNCTION_BUCKETS",
-    "HTTP_BUCKETS",
-    "JOB_BUCKETS",
-    "OTHER",
-    "CappedFamily",
-    "TelemetryMetrics",
-    "get_metrics",
-    "is_multiprocess",
-    "multiproc_dir",
-]
+__all__ = ["CappedFamily", "TelemetryMetrics", "get_metrics"]
 
 _LOGGER = logging.getLogger(__name__)
 

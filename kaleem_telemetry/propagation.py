@@ -48,17 +48,7 @@ from kaleem_telemetry.context import get_context
 if TYPE_CHECKING:
     from kaleem_telemetry.config import TelemetryConfig
 
-__all__ = [
-    "ENQUEUED_AT_HEADER",
-    "ID_PATTERN",
-    "MERCHANT_ID_HEADER",
-    "REQUEST_ID_HEADER",
-    "ExtractedContext",
-    "extract_context",
-    "extract_server_context",
-    "inject_context",
-    "install_propagators",
-]
+__all__ = ["extract_context", "inject_context"]
 
 HeadersT = TypeVar("HeadersT", bound=MutableMapping[str, Any])
 

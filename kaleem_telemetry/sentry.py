@@ -49,18 +49,7 @@ from kaleem_telemetry.redaction import get_redactor
 if TYPE_CHECKING:
     from kaleem_telemetry.config import TelemetryConfig
 
-__all__ = [
-    "SentryComponent",
-    "add_event_hook",
-    "capture_exception",
-    "configure_sentry",
-    "enter_request_scope",
-    "is_enabled",
-    "leave_request_scope",
-    "record_log",
-    "request_scope",
-    "reset_for_tests",
-]
+__all__ = ["capture_exception", "enter_request_scope", "leave_request_scope", "request_scope"]
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -84,23 +84,7 @@ if TYPE_CHECKING:
 
     from kaleem_telemetry.config import TelemetryConfig
 
-__all__ = [
-    "SPANS_DROPPED_METRIC",
-    "TRACER_NAME",
-    "TracingComponent",
-    "add_span_processor",
-    "build_resource",
-    "build_sampler",
-    "capture_spans",
-    "configure_tracing",
-    "dropped_spans",
-    "get_tracer",
-    "remember_span",
-    "remembered_span_context",
-    "reset_for_tests",
-    "set_own_attributes",
-    "start_own_span",
-]
+__all__ = ["get_tracer"]
 
 _LOGGER = logging.getLogger(__name__)
 

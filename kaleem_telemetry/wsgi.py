@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from kaleem_telemetry._types import Environ, StartResponse, WSGIApp
 
-__all__ = ["TelemetryMiddleware", "resolve_route"]
+__all__ = ["TelemetryMiddleware"]
 
 _TRACE_ENVIRON = (
     ("HTTP_TRACEPARENT", "traceparent"),
