@@ -59,12 +59,26 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from kaleem_telemetry import _compat
 from kaleem_telemetry._metric_specs import (
+    CACHE_BUCKETS,
+    DB_BUCKETS,
     FAMILIES,
+    FUNCTION_BUCKETS,
+    HTTP_BUCKETS,
+    JOB_BUCKETS,
     SERIES_OVERFLOW,
     MetricSpec,
 )
 
-__all__ = ["CappedFamily", "TelemetryMetrics", "get_metrics"]
+__all__ = [
+    "CACHE_BUCKETS",
+    "DB_BUCKETS",
+    "FUNCTION_BUCKETS",
+    "HTTP_BUCKETS",
+    "JOB_BUCKETS",
+    "CappedFamily",
+    "TelemetryMetrics",
+    "get_metrics",
+]
 
 _LOGGER = logging.getLogger(__name__)
 

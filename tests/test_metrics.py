@@ -10,12 +10,11 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from kaleem_telemetry import metrics
-from kaleem_telemetry._metric_specs import FAMILIES, SERIES_OVERFLOW
+from kaleem_telemetry._metric_specs import FAMILIES, HTTP_BUCKETS, SERIES_OVERFLOW
 from kaleem_telemetry._metrics_server import configure_metrics
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.exceptions import TelemetryConfigError
 from kaleem_telemetry.metrics import (
-    HTTP_BUCKETS,
     OTHER,
     CappedFamily,
     TelemetryMetrics,
