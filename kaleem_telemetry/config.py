@@ -945,7 +945,7 @@ def _specs() -> tuple[_Spec, ...]:
     for field in dataclasses.fields(TelemetryConfig):
         spec: _Spec | None = field.metadata.get(_SPEC_KEY)
         if spec is None:
-            msg = f"TelemetryConfig.{field.name} must be declared with _setting()."
+            msg = f"TelemetryConfig.{field.name} must be declared with the _setting helper."
             raise TypeError(msg)
         default = _default_text(field.default)
         specs.append(
