@@ -21,14 +21,16 @@ values, the metrics token, credentials in OTLP endpoint URLs) are kept in the
 object but masked in its ``repr``, its ``str``, `TelemetryConfig.masked()` and
 every error message.
 
-`settings_table()` lists every variable with its field, default and meaning;
-docs/configuration.md is tested against it.
+Each setting is declared once, on its `TelemetryConfig` field: default,
+variable, check, meaning and masking. `from_env()`, `settings_table()` and the
+tables of docs/configuration.md are read off those declarations.
 
 Added in 0.1.0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import math
@@ -36,7 +38,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from kaleem_telemetry.exceptions import TelemetryConfigError
@@ -51,6 +53,8 @@ __all__ = [
 
 #: What a secret is replaced with in ``repr``, `TelemetryConfig.masked()` and messages.
 MASK = "***"
+
+_T = TypeVar("_T")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("auto", "json", "console")
@@ -141,410 +145,7 @@ class _FrozenMap(Mapping[str, str]):
 _EMPTY = _FrozenMap()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
-class TelemetryConfig:
-    """The effective telemetry configuration of the process; immutable.
-
-    Build it with `TelemetryConfig.from_env()` (which `setup_telemetry()` calls);
-    the fields are also keyword arguments of `setup_telemetry()`. Constructing it
-    directly validates and normalises every field the same way, and so does
-    `dataclasses.replace()`.
-
-    ``repr()`` and ``str()`` mask the secrets; `masked()` returns the same view
-    as a dictionary.
-
-    Added in 0.1.0.
-    """
-
-    service_name: str = "unknown_service"
-    """``service.name`` of traces, ``service`` of logs and metrics.
-
-    Env: ``OTEL_SERVICE_NAME``, else ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``.
-    Default: ``"unknown_service"``.
-    """
-
-    environment: str = "development"
-    """The deployment environment (``deployment.environment.name``, log ``environment``).
-
-    ``production`` lowers the default sampling ratio to 0.1; it is also the
-    Sentry environment unless `sentry_environment` is set. At most 64
-    characters, no ``/`` (Sentry's rules).
-    Env: ``KALEEM_TELEMETRY_ENVIRONMENT``. Default: ``"development"``.
-    """
-
-    version: str = "0.0.0"
-    """The service version (``service.version``; the default Sentry release).
-
-    Env: ``KALEEM_TELEMETRY_VERSION``. Default: ``"0.0.0"``.
-    """
-
-    resource_attributes: Mapping[str, str] = _EMPTY
-    """Extra OpenTelemetry resource attributes, read-only.
-
-    Env: ``OTEL_RESOURCE_ATTRIBUTES`` as ``key=value,key2=value2`` with
-    percent-encoded values. Default: empty.
-    """
-
-    sdk_disabled: bool = False
-    """Turn tracing off entirely (logs, metrics and Sentry stay on).
-
-    Env: ``OTEL_SDK_DISABLED``. Default: ``False``.
-    """
-
-    traces_exporter: str = "otlp"
-    """Where spans go: ``"otlp"``, ``"console"`` (one JSON line per span on stderr) or ``"none"``.
-
-    Env: ``OTEL_TRACES_EXPORTER``. Default: ``"otlp"``.
-    """
-
-    otlp_endpoint: str | None = None
-    """The OTLP base URL (``http://`` or ``https://``); ``/v1/traces`` is appended for HTTP.
-
-    May carry ``user:password@`` credentials (sent as Basic auth, masked in ``repr``).
-    Env: ``OTEL_EXPORTER_OTLP_ENDPOINT``. Default: ``None`` (see `otlp_traces_url`).
-    """
-
-    otlp_traces_endpoint: str | None = None
-    """The OTLP traces URL, used as is; wins over `otlp_endpoint`.
-
-    Env: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``. Default: ``None``.
-    """
-
-    otlp_protocol: str = "grpc"
-    """The OTLP transport: ``"grpc"`` or ``"http/protobuf"`` (``http/json`` is not supported).
-
-    Env: ``OTEL_EXPORTER_OTLP_PROTOCOL``. Default: ``"grpc"``.
-    """
-
-    otlp_headers: Mapping[str, str] = _EMPTY
-    """Headers sent with every OTLP export, read-only; names are lower-cased. Secret values.
-
-    Env: ``OTEL_EXPORTER_OTLP_HEADERS`` as ``key=value,key2=value2``,
-    percent-encoded. Default: empty.
-    """
-
-    traces_sampler: str = "parentbased_traceidratio"
-    """The OpenTelemetry sampler name.
-
-    One of ``always_on``, ``always_off``, ``traceidratio``,
-    ``parentbased_always_on``, ``parentbased_always_off``, ``parentbased_traceidratio``.
-    Env: ``OTEL_TRACES_SAMPLER``. Default: ``"parentbased_traceidratio"``.
-    """
-
-    traces_sampler_arg: float | None = None
-    """The sampling ratio in [0, 1] for the ``*traceidratio`` samplers.
-
-    Env: ``OTEL_TRACES_SAMPLER_ARG``. Default: ``None``, which means 0.1 in
-    production and 1.0 elsewhere (see `sampler_ratio`).
-    """
-
-    sentry_dsn: str | None = None
-    """The Sentry DSN, ``https://PUBLIC_KEY@HOST/PROJECT_ID``; Sentry is off without it. Secret.
-
-    Env: ``SENTRY_DSN``. Default: ``None``.
-    """
-
-    sentry_environment: str | None = None
-    """The Sentry environment.
-
-    Env: ``SENTRY_ENVIRONMENT``. Default: ``None`` (use `environment`).
-    """
-
-    sentry_release: str | None = None
-    """The Sentry release.
-
-    Env: ``SENTRY_RELEASE``. Default: ``None`` (use `version`).
-    """
-
-    sentry_log_events: bool = True
-    """Send error logs that carry an exception to Sentry as events.
-
-    Env: ``KALEEM_TELEMETRY_SENTRY_LOG_EVENTS``. Default: ``True``.
-    """
-
-    prometheus_multiproc_dir: str | None = None
-    """The prometheus_client multiprocess directory (gunicorn and other pre-fork servers).
-
-    Only checked for being a path here; metrics setup checks that it exists
-    and is writable.
-    Env: ``PROMETHEUS_MULTIPROC_DIR``. Default: ``None``.
-    """
-
-    log_level: str = "info"
-    """The lowest level logged: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
-
-    Any case is accepted and stored lower-case.
-    Env: ``KALEEM_TELEMETRY_LOG_LEVEL``. Default: ``"info"``.
-    """
-
-    log_format: str = "auto"
-    """``"json"``, ``"console"``, or ``"auto"`` (console on a terminal, JSON otherwise).
-
-    Env: ``KALEEM_TELEMETRY_LOG_FORMAT``. Default: ``"auto"``.
-    """
-
-    redact_keys: tuple[str, ...] = ()
-    """Extra secret key names to redact, on top of the built-in list.
-
-    ``*`` at either end matches a prefix, suffix or infix (``*_pin``).
-    Env: ``KALEEM_TELEMETRY_REDACT_KEYS``, comma-separated. Default: ``()``.
-    """
-
-    redact_emails: bool = False
-    """Also mask e-mail addresses in logs, spans and Sentry events.
-
-    Env: ``KALEEM_TELEMETRY_REDACT_EMAILS``. Default: ``False``.
-    """
-
-    request_id_header: str = "X-Request-ID"
-    """The header that carries the request id in and out; must be an HTTP token.
-
-    Env: ``KALEEM_TELEMETRY_REQUEST_ID_HEADER``. Default: ``"X-Request-ID"``.
-    """
-
-    metrics_port: int | None = None
-    """When set (1..65535), setup starts a ``/metrics`` server on this port.
-
-    Env: ``KALEEM_TELEMETRY_METRICS_PORT``. Default: ``None`` (no server).
-    """
-
-    # All interfaces by default: the Prometheus scraper runs on another host.
-    metrics_addr: str = "0.0.0.0"
-    """The address (IP or host name) the metrics server binds.
-
-    Env: ``KALEEM_TELEMETRY_METRICS_ADDR``. Default: ``"0.0.0.0"``.
-    """
-
-    metrics_token: str | None = None
-    """A bearer token that ``/metrics`` then requires. Secret.
-
-    Env: ``KALEEM_TELEMETRY_METRICS_TOKEN``. Default: ``None`` (no auth).
-    """
-
-    metrics_series_limit: int = 2000
-    """The most label sets per metric; past it new ones are folded into ``other``.
-
-    Env: ``KALEEM_TELEMETRY_METRICS_SERIES_LIMIT`` (>= 1). Default: ``2000``.
-    """
-
-    trust_trace_headers: bool = True
-    """Continue traces from incoming ``traceparent`` headers (edge services set it false).
-
-    When false, an incoming trace becomes a span link instead of the parent.
-    Env: ``KALEEM_TELEMETRY_TRUST_TRACE_HEADERS``. Default: ``True``.
-    """
-
-    shutdown_timeout: float = 5.0
-    """Seconds that shutdown (and atexit) may take at most; > 0.
-
-    Env: ``KALEEM_TELEMETRY_SHUTDOWN_TIMEOUT``. Default: ``5.0``.
-    """
-
-    flush_on_sigterm: bool = True
-    """Flush spans and Sentry events when SIGTERM arrives, then let the signal act.
-
-    Only the main thread can install signal handlers; setup from another thread
-    skips this. The handler chains to the one it replaces (a server's graceful
-    shutdown) and, where that was the default action, exports what is queued
-    and then dies by the signal as the process would have.
-    Env: ``KALEEM_TELEMETRY_FLUSH_ON_SIGTERM``. Default: ``True``.
-    """
-
-    def __post_init__(self) -> None:
-        # Direct construction and dataclasses.replace() get the same validation
-        # and normalisation as from_env(); values from from_env() pass unchanged.
-        for spec in _SPECS:
-            value = getattr(self, spec.field)
-            if value is None and spec.optional:
-                continue
-            label = f"TelemetryConfig({spec.field}=...)"
-            object.__setattr__(self, spec.field, _coerce(spec, value, label))
-
-    @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> TelemetryConfig:
-        """Build the configuration from keyword overrides, the environment and the defaults.
-
-        An override wins over its environment variable, which wins over the
-        default. Overrides take the field's type (``metrics_port=9101``,
-        ``redact_keys=("pin",)``, ``otlp_headers={"api-key": "..."}``) or the
-        environment string form (``"9101"``, ``"pin,otp"``, ``"api-key=..."``),
-        and are validated alike. An override of ``None`` is ignored; an empty
-        string clears an optional setting (``sentry_dsn=""`` turns Sentry off
-        even when ``SENTRY_DSN`` is set). An environment variable set to the
-        empty string counts as unset.
-
-        Args:
-            environ: The environment to read; ``None`` means `os.environ`.
-            **overrides: `TelemetryConfig` fields by name.
-
-        Returns:
-            The validated, frozen configuration.
-
-        Raises:
-            TelemetryConfigError: An override name is unknown, or a value is
-                invalid. The message names the argument (``setup_telemetry(x=...)``)
-                or the environment variable, and the value, unless it is a secret.
-        """
-        env: Mapping[str, str] = os.environ if environ is None else environ
-        unknown = sorted(name for name in overrides if name not in _SPECS_BY_FIELD)
-        if unknown:
-            raise TelemetryConfigError(_unknown_message(unknown))
-        values: dict[str, Any] = {}
-        for spec in _SPECS:
-            override = overrides.get(spec.field)
-            if override is not None:
-                label = f"setup_telemetry({spec.field}=...)"
-                if spec.optional and isinstance(override, str) and not override.strip():
-                    values[spec.field] = None
-                else:
-                    values[spec.field] = _coerce(spec, override, label)
-                continue
-            raw = env.get(spec.env_var)
-            if raw is not None and raw.strip():
-                values[spec.field] = _coerce(spec, raw, spec.env_var)
-        if "service_name" not in values:
-            derived = values.get("resource_attributes", _EMPTY).get("service.name")
-            if derived is not None and derived.strip():
-                source = (
-                    "setup_telemetry(resource_attributes=...)"
-                    if overrides.get("resource_attributes") is not None
-                    else "OTEL_RESOURCE_ATTRIBUTES"
-                )
-                label = f"service.name in {source}"
-                values["service_name"] = _coerce(_SPECS_BY_FIELD["service_name"], derived, label)
-        return cls(**values)
-
-    @property
-    def sampler_ratio(self) -> float:
-        """The ratio the ``*traceidratio`` samplers use.
-
-        `traces_sampler_arg` when set; else 0.1 when `environment` is
-        ``production`` (any case) and 1.0 otherwise.
-        """
-        if self.traces_sampler_arg is not None:
-            return self.traces_sampler_arg
-        return 0.1 if self.environment.lower() == "production" else 1.0
-
-    @property
-    def effective_sentry_environment(self) -> str:
-        """The Sentry environment: `sentry_environment`, else `environment`."""
-        return self.sentry_environment or self.environment
-
-    @property
-    def effective_sentry_release(self) -> str:
-        """The Sentry release: `sentry_release`, else `version`."""
-        return self.sentry_release or self.version
-
-    @property
-    def otlp_traces_url(self) -> str:
-        """The URL the OTLP trace exporter sends to, resolved as the OpenTelemetry spec says.
-
-        `otlp_traces_endpoint` as is; else `otlp_endpoint`, with ``/v1/traces``
-        appended for ``http/protobuf``; else ``http://localhost:4317`` (gRPC) or
-        ``http://localhost:4318/v1/traces`` (HTTP). It may contain credentials:
-        mask it before printing.
-        """
-        if self.otlp_traces_endpoint is not None:
-            return self.otlp_traces_endpoint
-        http = self.otlp_protocol == "http/protobuf"
-        if self.otlp_endpoint is not None:
-            if not http:
-                return self.otlp_endpoint
-            parts = urlsplit(self.otlp_endpoint)
-            path = parts.path.rstrip("/") + "/v1/traces"
-            return urlunsplit(parts._replace(path=path))
-        return "http://localhost:4318/v1/traces" if http else "http://localhost:4317"
-
-    def masked(self) -> dict[str, Any]:
-        """Return every field by name with its secrets masked, in field order.
-
-        Mappings become plain dicts and tuples lists, so the result can be
-        printed or dumped as JSON (``kaleem-telemetry doctor`` prints it).
-
-        Returns:
-            ``{field: value}`` with `MASK` in place of the Sentry DSN key, OTLP
-            header values, the metrics token and URL credentials.
-        """
-        result: dict[str, Any] = {}
-        for name, value in self._masked_items():
-            if isinstance(value, Mapping):
-                value = dict(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            result[name] = value
-        return result
-
-    def _masked_items(self) -> Iterator[tuple[str, Any]]:
-        for spec in _SPECS:
-            value = getattr(self, spec.field)
-            if spec.mask is not None and value is not None:
-                value = spec.mask(value)
-            elif isinstance(value, Mapping):
-                value = dict(value)
-            yield spec.field, value
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{name}={value!r}" for name, value in self._masked_items())
-        return f"TelemetryConfig({parts})"
-
-    __str__ = __repr__
-
-
-def settings_table() -> list[Setting]:
-    """Return one row per environment variable that `TelemetryConfig` reads, in field order.
-
-    docs/configuration.md lists exactly these (plus `sdk_settings()`), with
-    these defaults; a test keeps them in step.
-
-    Returns:
-        The rows, one per field.
-    """
-    return [Setting(s.env_var, s.field, s.default, s.description) for s in _SPECS]
-
-
-def sdk_settings() -> list[Setting]:
-    """Return the standard variables that the OpenTelemetry SDK itself reads and we leave alone.
-
-    kaleem_telemetry does not parse these; the SDK's span processor, exporters
-    and tracer provider read them when tracing is set up. Their ``field`` is
-    ``None`` and their default is the SDK's.
-
-    Returns:
-        The rows, in the order docs/configuration.md lists them.
-    """
-    return list(_SDK_SETTINGS)
-
-
-# -- field specifications --------------------------------------------------------
-
-
-class _Spec(NamedTuple):
-    field: str
-    env_var: str
-    default: str
-    description: str
-    coerce: Callable[[object, str], Any]
-    optional: bool = False
-    mask: Callable[[Any], Any] | None = None
-
-
-def _coerce(spec: _Spec, value: object, label: str) -> Any:
-    if isinstance(value, str):
-        value = value.strip()
-    return spec.coerce(value, label)
-
-
-def _unknown_message(unknown: list[str]) -> str:
-    hints = []
-    for name in unknown:
-        close = difflib.get_close_matches(name, list(_SPECS_BY_FIELD), n=1)
-        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-    return (
-        f"setup_telemetry() got unknown setting(s): {', '.join(hints)}. "
-        f"Valid names are the TelemetryConfig fields: {', '.join(_SPECS_BY_FIELD)}."
-    )
+# -- value checks (TelemetryConfig's declarations call them, so they come first) --
 
 
 def _one_of(options: Iterable[str]) -> str:
@@ -900,237 +501,489 @@ def _mask_all(_value: object) -> str:
     return MASK
 
 
-_SPECS: tuple[_Spec, ...] = (
-    _Spec(
-        "service_name",
-        "OTEL_SERVICE_NAME",
+# -- declaring a setting ---------------------------------------------------------
+
+#: The key of a `TelemetryConfig` field's metadata that holds its `_Spec`.
+_SPEC_KEY = "kaleem_telemetry.setting"
+
+
+class _Spec(NamedTuple):
+    """A setting as `_setting()` declares it, completed from its dataclass field by `_specs()`."""
+
+    env_var: str
+    description: str
+    coerce: Callable[[object, str], Any]
+    mask: Callable[[Any], Any] | None
+    field: str = ""
+    #: The default as docs/configuration.md shows it (``unset``, ``empty``, ``true``...).
+    default: str = ""
+    optional: bool = False
+
+
+def _setting(
+    default: _T,
+    *,
+    env: str,
+    coerce: Callable[[object, str], Any],
+    doc: str,
+    mask: Callable[[Any], Any] | None = None,
+) -> _T:
+    """Declare one `TelemetryConfig` field: its default, variable, check, meaning and mask.
+
+    Args:
+        default: The field's default; ``None`` makes the setting optional.
+        env: The environment variable that sets it.
+        coerce: ``coerce(value, label)`` returns the value checked and
+            normalised, or raises `TelemetryConfigError` with a message that
+            starts with ``label`` (the variable or the argument).
+        doc: What the setting does, in one Markdown sentence.
+        mask: For a secret: turns a set value into what ``repr()`` and
+            `TelemetryConfig.masked()` show.
+
+    Returns:
+        A `dataclasses.field` holding the declaration in its metadata; typed as
+        the default, so type checkers see a plain field with a default.
+    """
+    spec = _Spec(env, doc, coerce, mask)
+    return dataclasses.field(default=default, metadata={_SPEC_KEY: spec})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class TelemetryConfig:
+    """The effective telemetry configuration of the process; immutable.
+
+    Build it with `TelemetryConfig.from_env()` (which `setup_telemetry()` calls);
+    the fields are also keyword arguments of `setup_telemetry()`. Constructing it
+    directly validates and normalises every field the same way, and so does
+    `dataclasses.replace()`.
+
+    Each field below is declared once, and everything else is read off that
+    declaration: its default, the environment variable that sets it (``env``),
+    the check that validates and normalises a value (``coerce``), one sentence
+    on what it does (``doc``, shown by `settings_table()` and in
+    docs/configuration.md), and for a secret how it is shown (``mask``). A
+    setting whose default is ``None`` is optional: an empty override clears it.
+
+    ``repr()`` and ``str()`` mask the secrets; `masked()` returns the same view
+    as a dictionary.
+
+    Added in 0.1.0.
+    """
+
+    service_name: str = _setting(
         "unknown_service",
-        "The service name on traces, logs and metrics "
+        env="OTEL_SERVICE_NAME",
+        coerce=_text(),
+        doc="The service name on traces, logs and metrics "
         "(else `service.name` from `OTEL_RESOURCE_ATTRIBUTES`).",
-        _text(),
-    ),
-    _Spec(
-        "environment",
-        "KALEEM_TELEMETRY_ENVIRONMENT",
+    )
+    environment: str = _setting(
         "development",
-        "The deployment environment; `production` lowers the default sampling ratio to 0.1.",
-        _text(max_len=_MAX_ENVIRONMENT, slash=False),
-    ),
-    _Spec(
-        "version",
-        "KALEEM_TELEMETRY_VERSION",
+        env="KALEEM_TELEMETRY_ENVIRONMENT",
+        # Sentry's rules: it refuses longer environments and ones with a '/'.
+        coerce=_text(max_len=_MAX_ENVIRONMENT, slash=False),
+        doc="The deployment environment; `production` lowers the default sampling ratio to 0.1.",
+    )
+    version: str = _setting(
         "0.0.0",
-        "The service version (`service.version`, and the Sentry release by default).",
-        _text(max_len=_MAX_RELEASE),
-    ),
-    _Spec(
-        "resource_attributes",
-        "OTEL_RESOURCE_ATTRIBUTES",
-        "empty",
-        "Extra resource attributes as `key=value,key2=value2`, values percent-encoded.",
-        _key_values(secret=False),
-        mask=None,
-    ),
-    _Spec(
-        "sdk_disabled",
-        "OTEL_SDK_DISABLED",
-        "false",
-        "`true` turns tracing off entirely; logs, metrics and Sentry stay on.",
-        _boolean,
-    ),
-    _Spec(
-        "traces_exporter",
-        "OTEL_TRACES_EXPORTER",
+        env="KALEEM_TELEMETRY_VERSION",
+        coerce=_text(max_len=_MAX_RELEASE),
+        doc="The service version (`service.version`, and the Sentry release by default).",
+    )
+    resource_attributes: Mapping[str, str] = _setting(
+        _EMPTY,
+        env="OTEL_RESOURCE_ATTRIBUTES",
+        coerce=_key_values(secret=False),
+        doc="Extra resource attributes as `key=value,key2=value2`, values percent-encoded.",
+    )
+    sdk_disabled: bool = _setting(
+        False,
+        env="OTEL_SDK_DISABLED",
+        coerce=_boolean,
+        doc="`true` turns tracing off entirely; logs, metrics and Sentry stay on.",
+    )
+    traces_exporter: str = _setting(
         "otlp",
-        "Where spans go: `otlp`, `console` (JSON lines on stderr) or `none`.",
-        _choice(_TRACES_EXPORTERS),
-    ),
-    _Spec(
-        "otlp_endpoint",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "unset",
-        "The OTLP base URL; `/v1/traces` is appended for `http/protobuf` "
+        env="OTEL_TRACES_EXPORTER",
+        coerce=_choice(_TRACES_EXPORTERS),
+        doc="Where spans go: `otlp`, `console` (JSON lines on stderr) or `none`.",
+    )
+    otlp_endpoint: str | None = _setting(
+        None,
+        env="OTEL_EXPORTER_OTLP_ENDPOINT",
+        coerce=_otlp_url,
+        doc="The OTLP base URL; `/v1/traces` is appended for `http/protobuf` "
         "(unset: `http://localhost:4317`, or `http://localhost:4318` for HTTP).",
-        _otlp_url,
-        optional=True,
+        # user:password@ in the URL is sent as Basic auth: a secret.
         mask=_mask_url,
-    ),
-    _Spec(
-        "otlp_traces_endpoint",
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "unset",
-        "The full OTLP traces URL, used as is; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.",
-        _otlp_url,
-        optional=True,
+    )
+    otlp_traces_endpoint: str | None = _setting(
+        None,
+        env="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        coerce=_otlp_url,
+        doc="The full OTLP traces URL, used as is; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.",
         mask=_mask_url,
-    ),
-    _Spec(
-        "otlp_protocol",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    )
+    otlp_protocol: str = _setting(
         "grpc",
-        "The OTLP transport: `grpc` or `http/protobuf` (`http/json` is not supported).",
-        _choice(
+        env="OTEL_EXPORTER_OTLP_PROTOCOL",
+        coerce=_choice(
             _OTLP_PROTOCOLS,
             {
                 "http/json": "OTLP over HTTP with JSON encoding is not supported; "
                 "use 'http/protobuf'.",
             },
         ),
-    ),
-    _Spec(
-        "otlp_headers",
-        "OTEL_EXPORTER_OTLP_HEADERS",
-        "empty",
-        "Headers sent with every OTLP export as `key=value,key2=value2`, percent-encoded; "
+        doc="The OTLP transport: `grpc` or `http/protobuf` (`http/json` is not supported).",
+    )
+    otlp_headers: Mapping[str, str] = _setting(
+        _EMPTY,
+        env="OTEL_EXPORTER_OTLP_HEADERS",
+        coerce=_key_values(secret=True),
+        doc="Headers sent with every OTLP export as `key=value,key2=value2`, percent-encoded; "
         "values are secrets and always masked.",
-        _key_values(secret=True),
         mask=_mask_values,
-    ),
-    _Spec(
-        "traces_sampler",
-        "OTEL_TRACES_SAMPLER",
+    )
+    traces_sampler: str = _setting(
         "parentbased_traceidratio",
-        "The sampler: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, "
+        env="OTEL_TRACES_SAMPLER",
+        coerce=_choice(_TRACES_SAMPLERS),
+        doc="The sampler: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, "
         "`parentbased_always_off` or `parentbased_traceidratio`.",
-        _choice(_TRACES_SAMPLERS),
-    ),
-    _Spec(
-        "traces_sampler_arg",
-        "OTEL_TRACES_SAMPLER_ARG",
-        "unset",
-        "The sampling ratio from 0 to 1 (unset: 0.1 in production, 1.0 elsewhere).",
-        _number(low=0.0, high=1.0),
-        optional=True,
-    ),
-    _Spec(
-        "sentry_dsn",
-        "SENTRY_DSN",
-        "unset",
-        "The Sentry DSN, `https://PUBLIC_KEY@HOST/PROJECT_ID`; Sentry is off when unset.",
-        _sentry_dsn,
-        optional=True,
+    )
+    traces_sampler_arg: float | None = _setting(
+        None,
+        env="OTEL_TRACES_SAMPLER_ARG",
+        coerce=_number(low=0.0, high=1.0),
+        doc="The sampling ratio from 0 to 1 (unset: 0.1 in production, 1.0 elsewhere).",
+    )
+    sentry_dsn: str | None = _setting(
+        None,
+        env="SENTRY_DSN",
+        coerce=_sentry_dsn,
+        doc="The Sentry DSN, `https://PUBLIC_KEY@HOST/PROJECT_ID`; Sentry is off when unset.",
         mask=_mask_dsn,
-    ),
-    _Spec(
-        "sentry_environment",
-        "SENTRY_ENVIRONMENT",
-        "unset",
-        "The Sentry environment (unset: `KALEEM_TELEMETRY_ENVIRONMENT`).",
-        _text(max_len=_MAX_ENVIRONMENT, slash=False),
-        optional=True,
-    ),
-    _Spec(
-        "sentry_release",
-        "SENTRY_RELEASE",
-        "unset",
-        "The Sentry release (unset: `KALEEM_TELEMETRY_VERSION`).",
-        _text(max_len=_MAX_RELEASE),
-        optional=True,
-    ),
-    _Spec(
-        "sentry_log_events",
-        "KALEEM_TELEMETRY_SENTRY_LOG_EVENTS",
-        "true",
-        "Error logs that carry an exception become Sentry events.",
-        _boolean,
-    ),
-    _Spec(
-        "prometheus_multiproc_dir",
-        "PROMETHEUS_MULTIPROC_DIR",
-        "unset",
-        "The prometheus_client multiprocess directory for pre-fork servers such as gunicorn.",
-        _path,
-        optional=True,
-    ),
-    _Spec(
-        "log_level",
-        "KALEEM_TELEMETRY_LOG_LEVEL",
+    )
+    sentry_environment: str | None = _setting(
+        None,
+        env="SENTRY_ENVIRONMENT",
+        coerce=_text(max_len=_MAX_ENVIRONMENT, slash=False),
+        doc="The Sentry environment (unset: `KALEEM_TELEMETRY_ENVIRONMENT`).",
+    )
+    sentry_release: str | None = _setting(
+        None,
+        env="SENTRY_RELEASE",
+        coerce=_text(max_len=_MAX_RELEASE),
+        doc="The Sentry release (unset: `KALEEM_TELEMETRY_VERSION`).",
+    )
+    sentry_log_events: bool = _setting(
+        True,
+        env="KALEEM_TELEMETRY_SENTRY_LOG_EVENTS",
+        coerce=_boolean,
+        doc="Error logs that carry an exception become Sentry events.",
+    )
+    prometheus_multiproc_dir: str | None = _setting(
+        None,
+        env="PROMETHEUS_MULTIPROC_DIR",
+        # Only the form is checked here: metrics setup checks that the directory
+        # exists and is writable, when it is about to be used.
+        coerce=_path,
+        doc="The prometheus_client multiprocess directory for pre-fork servers such as gunicorn.",
+    )
+    log_level: str = _setting(
         "info",
-        "The lowest level logged: `debug`, `info`, `warning`, `error` or `critical`, any case.",
-        _choice(_LOG_LEVELS),
-    ),
-    _Spec(
-        "log_format",
-        "KALEEM_TELEMETRY_LOG_FORMAT",
+        env="KALEEM_TELEMETRY_LOG_LEVEL",
+        coerce=_choice(_LOG_LEVELS),
+        doc="The lowest level logged: `debug`, `info`, `warning`, `error` or `critical`, any case.",
+    )
+    log_format: str = _setting(
         "auto",
-        "`json`, `console`, or `auto` (console on a terminal, JSON otherwise).",
-        _choice(_LOG_FORMATS),
-    ),
-    _Spec(
-        "redact_keys",
-        "KALEEM_TELEMETRY_REDACT_KEYS",
-        "empty",
-        "Extra secret key names, comma-separated; `*` at either end matches a prefix or suffix.",
-        _redact_keys,
-    ),
-    _Spec(
-        "redact_emails",
-        "KALEEM_TELEMETRY_REDACT_EMAILS",
-        "false",
-        "`true` also masks e-mail addresses in logs, spans and Sentry events.",
-        _boolean,
-    ),
-    _Spec(
-        "request_id_header",
-        "KALEEM_TELEMETRY_REQUEST_ID_HEADER",
+        env="KALEEM_TELEMETRY_LOG_FORMAT",
+        coerce=_choice(_LOG_FORMATS),
+        doc="`json`, `console`, or `auto` (console on a terminal, JSON otherwise).",
+    )
+    redact_keys: tuple[str, ...] = _setting(
+        (),
+        env="KALEEM_TELEMETRY_REDACT_KEYS",
+        coerce=_redact_keys,
+        doc="Extra secret key names, comma-separated; "
+        "`*` at either end matches a prefix or suffix.",
+    )
+    redact_emails: bool = _setting(
+        False,
+        env="KALEEM_TELEMETRY_REDACT_EMAILS",
+        coerce=_boolean,
+        doc="`true` also masks e-mail addresses in logs, spans and Sentry events.",
+    )
+    request_id_header: str = _setting(
         "X-Request-ID",
-        "The header that carries the request id in and out; must be an HTTP token.",
-        _http_token,
-    ),
-    _Spec(
-        "metrics_port",
-        "KALEEM_TELEMETRY_METRICS_PORT",
-        "unset",
-        "When set (1 to 65535), setup starts a `/metrics` server on this port.",
-        _integer(1, 65535),
-        optional=True,
-    ),
-    _Spec(
-        "metrics_addr",
-        "KALEEM_TELEMETRY_METRICS_ADDR",
+        env="KALEEM_TELEMETRY_REQUEST_ID_HEADER",
+        coerce=_http_token,
+        doc="The header that carries the request id in and out; must be an HTTP token.",
+    )
+    metrics_port: int | None = _setting(
+        None,
+        env="KALEEM_TELEMETRY_METRICS_PORT",
+        coerce=_integer(1, 65535),
+        doc="When set (1 to 65535), setup starts a `/metrics` server on this port.",
+    )
+    metrics_addr: str = _setting(
+        # All interfaces by default: the Prometheus scraper runs on another host.
         "0.0.0.0",
-        "The IP address or host name the metrics server binds.",
-        _address,
-    ),
-    _Spec(
-        "metrics_token",
-        "KALEEM_TELEMETRY_METRICS_TOKEN",
-        "unset",
-        "A bearer token that `/metrics` then requires; masked everywhere.",
-        _secret_text,
-        optional=True,
+        env="KALEEM_TELEMETRY_METRICS_ADDR",
+        coerce=_address,
+        doc="The IP address or host name the metrics server binds.",
+    )
+    metrics_token: str | None = _setting(
+        None,
+        env="KALEEM_TELEMETRY_METRICS_TOKEN",
+        coerce=_secret_text,
+        doc="A bearer token that `/metrics` then requires; masked everywhere.",
         mask=_mask_all,
-    ),
-    _Spec(
-        "metrics_series_limit",
-        "KALEEM_TELEMETRY_METRICS_SERIES_LIMIT",
-        "2000",
-        "The most label sets per metric (at least 1); new ones past it are folded into `other`.",
-        _integer(1),
-    ),
-    _Spec(
-        "trust_trace_headers",
-        "KALEEM_TELEMETRY_TRUST_TRACE_HEADERS",
-        "true",
-        "Continue incoming traces; edge services set `false` to link them instead.",
-        _boolean,
-    ),
-    _Spec(
-        "shutdown_timeout",
-        "KALEEM_TELEMETRY_SHUTDOWN_TIMEOUT",
-        "5.0",
-        "The most seconds shutdown (and the atexit hook) may take; more than 0.",
-        _number(low=0.0, low_inclusive=False),
-    ),
-    _Spec(
-        "flush_on_sigterm",
-        "KALEEM_TELEMETRY_FLUSH_ON_SIGTERM",
-        "true",
-        "Export queued spans and Sentry events when SIGTERM arrives, keeping the signal's effect.",
-        _boolean,
-    ),
-)
+    )
+    metrics_series_limit: int = _setting(
+        2000,
+        env="KALEEM_TELEMETRY_METRICS_SERIES_LIMIT",
+        coerce=_integer(1),
+        doc="The most label sets per metric (at least 1); "
+        "new ones past it are folded into `other`.",
+    )
+    trust_trace_headers: bool = _setting(
+        True,
+        env="KALEEM_TELEMETRY_TRUST_TRACE_HEADERS",
+        coerce=_boolean,
+        doc="Continue incoming traces; edge services set `false` to link them instead.",
+    )
+    shutdown_timeout: float = _setting(
+        5.0,
+        env="KALEEM_TELEMETRY_SHUTDOWN_TIMEOUT",
+        coerce=_number(low=0.0, low_inclusive=False),
+        doc="The most seconds shutdown (and the atexit hook) may take; more than 0.",
+    )
+    flush_on_sigterm: bool = _setting(
+        True,
+        env="KALEEM_TELEMETRY_FLUSH_ON_SIGTERM",
+        # Only the main thread can install signal handlers, so setup from another
+        # thread skips it; docs/shutdown.md says how it chains to the previous one.
+        coerce=_boolean,
+        doc="Export queued spans and Sentry events when SIGTERM arrives, "
+        "keeping the signal's effect.",
+    )
+
+    def __post_init__(self) -> None:
+        # Direct construction and dataclasses.replace() get the same validation
+        # and normalisation as from_env(); values from from_env() pass unchanged.
+        for spec in _SPECS:
+            value = getattr(self, spec.field)
+            if value is None and spec.optional:
+                continue
+            label = f"TelemetryConfig({spec.field}=...)"
+            object.__setattr__(self, spec.field, _coerce(spec, value, label))
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> TelemetryConfig:
+        """Build the configuration from keyword overrides, the environment and the defaults.
+
+        An override wins over its environment variable, which wins over the
+        default. Overrides take the field's type (``metrics_port=9101``,
+        ``redact_keys=("pin",)``, ``otlp_headers={"api-key": "..."}``) or the
+        environment string form (``"9101"``, ``"pin,otp"``, ``"api-key=..."``),
+        and are validated alike. An override of ``None`` is ignored; an empty
+        string clears an optional setting (``sentry_dsn=""`` turns Sentry off
+        even when ``SENTRY_DSN`` is set). An environment variable set to the
+        empty string counts as unset.
+
+        Args:
+            environ: The environment to read; ``None`` means `os.environ`.
+            **overrides: `TelemetryConfig` fields by name.
+
+        Returns:
+            The validated, frozen configuration.
+
+        Raises:
+            TelemetryConfigError: An override name is unknown, or a value is
+                invalid. The message names the argument (``setup_telemetry(x=...)``)
+                or the environment variable, and the value, unless it is a secret.
+        """
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        unknown = sorted(name for name in overrides if name not in _SPECS_BY_FIELD)
+        if unknown:
+            raise TelemetryConfigError(_unknown_message(unknown))
+        values: dict[str, Any] = {}
+        for spec in _SPECS:
+            override = overrides.get(spec.field)
+            if override is not None:
+                label = f"setup_telemetry({spec.field}=...)"
+                if spec.optional and isinstance(override, str) and not override.strip():
+                    values[spec.field] = None
+                else:
+                    values[spec.field] = _coerce(spec, override, label)
+                continue
+            raw = env.get(spec.env_var)
+            if raw is not None and raw.strip():
+                values[spec.field] = _coerce(spec, raw, spec.env_var)
+        if "service_name" not in values:
+            derived = values.get("resource_attributes", _EMPTY).get("service.name")
+            if derived is not None and derived.strip():
+                source = (
+                    "setup_telemetry(resource_attributes=...)"
+                    if overrides.get("resource_attributes") is not None
+                    else "OTEL_RESOURCE_ATTRIBUTES"
+                )
+                label = f"service.name in {source}"
+                values["service_name"] = _coerce(_SPECS_BY_FIELD["service_name"], derived, label)
+        return cls(**values)
+
+    @property
+    def sampler_ratio(self) -> float:
+        """The ratio the ``*traceidratio`` samplers use.
+
+        `traces_sampler_arg` when set; else 0.1 when `environment` is
+        ``production`` (any case) and 1.0 otherwise.
+        """
+        if self.traces_sampler_arg is not None:
+            return self.traces_sampler_arg
+        return 0.1 if self.environment.lower() == "production" else 1.0
+
+    @property
+    def effective_sentry_environment(self) -> str:
+        """The Sentry environment: `sentry_environment`, else `environment`."""
+        return self.sentry_environment or self.environment
+
+    @property
+    def effective_sentry_release(self) -> str:
+        """The Sentry release: `sentry_release`, else `version`."""
+        return self.sentry_release or self.version
+
+    @property
+    def otlp_traces_url(self) -> str:
+        """The URL the OTLP trace exporter sends to, resolved as the OpenTelemetry spec says.
+
+        `otlp_traces_endpoint` as is; else `otlp_endpoint`, with ``/v1/traces``
+        appended for ``http/protobuf``; else ``http://localhost:4317`` (gRPC) or
+        ``http://localhost:4318/v1/traces`` (HTTP). It may contain credentials:
+        mask it before printing.
+        """
+        if self.otlp_traces_endpoint is not None:
+            return self.otlp_traces_endpoint
+        http = self.otlp_protocol == "http/protobuf"
+        if self.otlp_endpoint is not None:
+            if not http:
+                return self.otlp_endpoint
+            parts = urlsplit(self.otlp_endpoint)
+            path = parts.path.rstrip("/") + "/v1/traces"
+            return urlunsplit(parts._replace(path=path))
+        return "http://localhost:4318/v1/traces" if http else "http://localhost:4317"
+
+    def masked(self) -> dict[str, Any]:
+        """Return every field by name with its secrets masked, in field order.
+
+        Mappings become plain dicts and tuples lists, so the result can be
+        printed or dumped as JSON (``kaleem-telemetry doctor`` prints it).
+
+        Returns:
+            ``{field: value}`` with `MASK` in place of the Sentry DSN key, OTLP
+            header values, the metrics token and URL credentials.
+        """
+        result: dict[str, Any] = {}
+        for name, value in self._masked_items():
+            if isinstance(value, Mapping):
+                value = dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            result[name] = value
+        return result
+
+    def _masked_items(self) -> Iterator[tuple[str, Any]]:
+        for spec in _SPECS:
+            value = getattr(self, spec.field)
+            if spec.mask is not None and value is not None:
+                value = spec.mask(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            yield spec.field, value
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{name}={value!r}" for name, value in self._masked_items())
+        return f"TelemetryConfig({parts})"
+
+    __str__ = __repr__
+
+
+def settings_table() -> list[Setting]:
+    """Return one row per environment variable that `TelemetryConfig` reads, in field order.
+
+    The rows are read off the field declarations; docs/configuration.md shows
+    them (and `sdk_settings()`) in tables generated from this.
+
+    Returns:
+        The rows, one per field.
+    """
+    return [Setting(s.env_var, s.field, s.default, s.description) for s in _SPECS]
+
+
+def sdk_settings() -> list[Setting]:
+    """Return the standard variables that the OpenTelemetry SDK itself reads and we leave alone.
+
+    kaleem_telemetry does not parse these; the SDK's span processor, exporters
+    and tracer provider read them when tracing is set up. Their ``field`` is
+    ``None`` and their default is the SDK's.
+
+    Returns:
+        The rows, in the order docs/configuration.md lists them.
+    """
+    return list(_SDK_SETTINGS)
+
+
+# -- reading the declarations ---------------------------------------------------
+
+
+def _specs() -> tuple[_Spec, ...]:
+    specs = []
+    for field in dataclasses.fields(TelemetryConfig):
+        spec: _Spec | None = field.metadata.get(_SPEC_KEY)
+        if spec is None:
+            msg = f"TelemetryConfig.{field.name} must be declared with the _setting helper."
+            raise TypeError(msg)
+        default = _default_text(field.default)
+        specs.append(
+            spec._replace(field=field.name, default=default, optional=field.default is None)
+        )
+    return tuple(specs)
+
+
+def _default_text(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, Mapping)) and not value:
+        return "empty"
+    return str(value)
+
+
+_SPECS: tuple[_Spec, ...] = _specs()
 _SPECS_BY_FIELD: dict[str, _Spec] = {spec.field: spec for spec in _SPECS}
+
+
+def _coerce(spec: _Spec, value: object, label: str) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+    return spec.coerce(value, label)
+
+
+def _unknown_message(unknown: list[str]) -> str:
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(_SPECS_BY_FIELD), n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return (
+        f"setup_telemetry() got unknown setting(s): {', '.join(hints)}. "
+        f"Valid names are the TelemetryConfig fields: {', '.join(_SPECS_BY_FIELD)}."
+    )
+
 
 _SDK_SETTINGS: tuple[Setting, ...] = (
     Setting(
@@ -1219,3 +1072,54 @@ _SDK_SETTINGS: tuple[Setting, ...] = (
         "The most links on one span.",
     ),
 )
+
+
+# -- docs/configuration.md --------------------------------------------------------
+
+
+def _settings_markdown(page: str) -> str:
+    """Return *page* (docs/configuration.md's text) with its generated tables rebuilt.
+
+    Each table follows a ``<!-- generated: settings_table() -->`` or
+    ``<!-- generated: sdk_settings() -->`` line and runs to the first line
+    that is not a table row. tests/test_config.py fails while the page differs
+    from what this returns, and the page says how to rewrite it.
+
+    Raises:
+        ValueError: A marker line is missing or repeated.
+    """
+    tables = {
+        "settings_table()": [
+            "| Variable | Argument | Default | Meaning |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| `{row.env_var}` | `{row.field}` | {_default_cell(row.default)} "
+                f"| {row.description} |"
+                for row in settings_table()
+            ),
+        ],
+        "sdk_settings()": [
+            "| Variable | Default | Meaning |",
+            "| --- | --- | --- |",
+            *(
+                f"| `{row.env_var}` | {_default_cell(row.default)} | {row.description} |"
+                for row in sdk_settings()
+            ),
+        ],
+    }
+    lines = page.split("\n")
+    for name, table in tables.items():
+        marker = f"<!-- generated: {name} -->"
+        if lines.count(marker) != 1:
+            msg = f"The page must have one {marker!r} line, right before the table."
+            raise ValueError(msg)
+        start = lines.index(marker) + 1
+        end = start
+        while end < len(lines) and lines[end].startswith("|"):
+            end += 1
+        lines[start:end] = table
+    return "\n".join(lines)
+
+
+def _default_cell(default: str) -> str:
+    return default if default in ("unset", "empty") else f"`{default}`"

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import ast
 import copy
 import dataclasses
-import inspect
 import json
 import math
 import pickle
@@ -13,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from kaleem_telemetry import config as config_module
-from kaleem_telemetry.config import MASK, Setting, TelemetryConfig, sdk_settings, settings_table
+from kaleem_telemetry.config import (
+    MASK,
+    Setting,
+    TelemetryConfig,
+    _settings_markdown,
+    sdk_settings,
+    settings_table,
+)
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -690,34 +694,15 @@ class TestProperties:
         assert _build(**env).otlp_traces_url == expected
 
 
-def _default_text(value: object) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (tuple, dict)) or (hasattr(value, "keys") and not value):
-        return "empty"
-    return str(value)
-
-
-def _attribute_docstrings() -> dict[str, str]:
-    tree = ast.parse(inspect.getsource(config_module))
-    cls = next(
-        node
-        for node in tree.body
-        if isinstance(node, ast.ClassDef) and node.name == "TelemetryConfig"
-    )
-    docs = {}
-    for node, following in zip(cls.body, cls.body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[node.target.id] = following.value.value
-    return docs
+#: A value no setting accepts: control characters are refused by every check.
+GARBAGE = "not\x00a\x7fvalue"
+#: The rows whose default is a value ("unset" and "empty" are the absence of one).
+WRITTEN_DEFAULTS = [row for row in settings_table() if row.default not in ("unset", "empty")]
+#: The command docs/configuration.md gives for rewriting its generated tables.
+REGENERATE = (
+    'python -c "import pathlib, kaleem_telemetry.config as c; '
+    "p = pathlib.Path('docs/configuration.md'); p.write_text(c._settings_markdown(p.read_text()))\""
+)
 
 
 class TestSettingsTable:
@@ -729,12 +714,11 @@ class TestSettingsTable:
         assert all(isinstance(row, Setting) for row in rows)
         assert len({row.env_var for row in rows}) == len(rows)
 
-    def test_defaults_match_the_dataclass(self):
-        """The default text of each row is the field's real default."""
-        defaults = {f.name: f.default for f in dataclasses.fields(TelemetryConfig)}
-
+    def test_every_setting_has_a_variable_and_a_description(self):
+        """Each row names a variable of the families we read and says what it does."""
         for row in settings_table():
-            assert row.default == _default_text(defaults[row.field]), row
+            assert VARIABLE.fullmatch(row.env_var), row
+            assert row.description.strip(), row
 
     def test_own_variables_follow_the_naming_rule(self):
         """Our variables are KALEEM_TELEMETRY_ plus the field name (STYLE.md §3)."""
@@ -742,20 +726,44 @@ class TestSettingsTable:
             if row.env_var.startswith("KALEEM_TELEMETRY_"):
                 assert row.env_var == f"KALEEM_TELEMETRY_{row.field.upper()}"
 
-    def test_every_field_has_an_attribute_docstring_with_env_and_default(self):
-        """Each field's attribute docstring states its variable and its default (STYLE.md §6)."""
-        docs = _attribute_docstrings()
-
-        for row in settings_table():
-            doc = docs[row.field]
-            assert f"``{row.env_var}``" in doc, row.field
-            assert "Default:" in doc, row.field
-
     def test_descriptions_are_single_sentences(self):
         """Every description is one sentence ending with a full stop."""
         for row in [*settings_table(), *sdk_settings()]:
             assert row.description.endswith("."), row
             assert ". " not in row.description.replace("e.g. ", ""), row
+
+    def test_descriptions_fit_in_a_table_cell(self):
+        """No description has a line break or a '|', which would break the Markdown table."""
+        for row in [*settings_table(), *sdk_settings()]:
+            assert "|" not in row.description, row
+            assert "\n" not in row.description, row
+
+    def test_defaults_pass_their_own_check_unchanged(self):
+        """Every default is a valid, already normalised value of its field."""
+        cfg = TelemetryConfig()
+
+        for field in dataclasses.fields(TelemetryConfig):
+            assert getattr(cfg, field.name) == field.default, field.name
+            assert type(getattr(cfg, field.name)) is type(field.default), field.name
+
+    @pytest.mark.parametrize("row", WRITTEN_DEFAULTS, ids=lambda row: row.env_var)
+    def test_documented_default_read_from_the_variable_is_the_default(self, row):
+        """Setting a variable to the default that the table shows changes nothing."""
+        assert _build(**{row.env_var: row.default}) == TelemetryConfig()
+
+    @pytest.mark.parametrize("row", settings_table(), ids=lambda row: row.env_var)
+    def test_every_variable_rejects_a_bad_value_naming_itself(self, row):
+        """Each variable's check refuses garbage with a message that starts with its name."""
+        message = _error({row.env_var: GARBAGE})
+
+        assert message.startswith(f"{row.env_var} must ")
+
+    @pytest.mark.parametrize("row", settings_table(), ids=lambda row: row.field)
+    def test_every_argument_rejects_a_bad_value_naming_itself(self, row):
+        """Each argument's check refuses garbage with a message that names the argument."""
+        message = _error(**{row.field: GARBAGE})
+
+        assert message.startswith(f"setup_telemetry({row.field}=...) must ")
 
     def test_sdk_variables_are_known_to_opentelemetry(self):
         """Every pass-through variable is one the OpenTelemetry SDK defines."""
@@ -767,31 +775,31 @@ class TestSettingsTable:
             assert hasattr(sdk_vars, row.env_var) or hasattr(api_vars, row.env_var), row
 
 
-def _doc_rows() -> dict[str, list[str]]:
-    rows = {}
-    for line in DOC.read_text(encoding="utf-8").splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and VARIABLE.fullmatch(cells[0].strip("`")):
-            rows[cells[0].strip("`")] = cells
-    return rows
-
-
 class TestDocumentation:
-    def test_every_variable_is_documented_with_its_default(self):
-        """docs/configuration.md has a table row per variable with the code's default."""
-        rows = _doc_rows()
+    def test_tables_are_generated_from_the_declarations(self):
+        """docs/configuration.md's variable tables are exactly what the declarations produce."""
+        page = DOC.read_text(encoding="utf-8")
 
-        for setting in [*settings_table(), *sdk_settings()]:
-            assert setting.env_var in rows, f"{setting.env_var} is missing from {DOC.name}"
-            default_cell = rows[setting.env_var][-2].strip("`")
-            assert default_cell == setting.default, setting.env_var
+        expected = _settings_markdown(page)
 
-    def test_own_rows_name_the_argument(self):
-        """Rows of our own variables name the setup_telemetry() argument."""
-        rows = _doc_rows()
+        assert page == expected, (
+            f"The variable tables of docs/configuration.md differ from kaleem_telemetry/config.py. "
+            f"Rewrite them from the repository root with: {REGENERATE}"
+        )
 
-        for setting in settings_table():
-            assert rows[setting.env_var][1] == f"`{setting.field}`"
+    def test_the_page_gives_the_command_that_rewrites_it(self):
+        """The regeneration command this test suggests is the one the page's comment shows."""
+        assert REGENERATE in DOC.read_text(encoding="utf-8")
+
+    def test_every_variable_has_a_row(self):
+        """Both generated tables are on the page: every variable has a row of its own."""
+        rows = [
+            line.split("|")[1].strip().strip("`")
+            for line in DOC.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `")
+        ]
+
+        assert sorted(rows) == sorted(s.env_var for s in [*settings_table(), *sdk_settings()])
 
     def test_doc_mentions_no_unknown_variable(self):
         """Every variable named anywhere in the page is one the code knows."""
