@@ -43,13 +43,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
-__all__ = [
-    "MASK",
-    "Setting",
-    "TelemetryConfig",
-    "sdk_settings",
-    "settings_table",
-]
+__all__ = ["TelemetryConfig"]
 
 #: What a secret is replaced with in ``repr``, `TelemetryConfig.masked()` and messages.
 MASK = "***"
