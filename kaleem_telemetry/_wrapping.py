@@ -65,7 +65,11 @@ class Probe(Protocol[S]):
         ...
 
     def end(self, state: S, exc: BaseException | None) -> None:
-        """End the call of ``state``; ``exc`` is the exception leaving the body, if any."""
+        """End the call of ``state``; ``exc`` is the exception leaving the body, if any.
+
+        Any `BaseException` counts (a cancelled task, Ctrl-C), except the
+        ``GeneratorExit`` of a generator its consumer closed early.
+        """
         ...
 
 
