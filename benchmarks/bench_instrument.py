@@ -10,7 +10,10 @@ The variants are timed in interleaved rounds (the order rotates), and the median
 per call is printed with its ratio to the bare call and to OpenTelemetry's
 decorator. On a shared machine only the ratios of one run mean anything;
 ``--instructions`` counts CPU instructions per call under valgrind instead, which
-the machine's load hardly moves.
+the machine's load hardly moves. It also counts the other shapes the one wrapper
+skeleton serves: ``@instrument`` on an async function (awaited many times in one
+event loop) and on a generator (two items, consumed), and a ``with track_db(...)``
+block.
 
     python benchmarks/bench_instrument.py [--number 5000] [--rounds 15]
     python benchmarks/bench_instrument.py --instructions
@@ -19,19 +22,23 @@ the machine's load hardly moves.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import timeit
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import _callgrind
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from kaleem_telemetry import tracing
 from kaleem_telemetry.config import TelemetryConfig
+from kaleem_telemetry.db import track_db
 from kaleem_telemetry.decorators import instrument
 
 VARIANTS = ("bare", "@instrument", "otel decorator")
+#: Counted with ``--instructions`` only: one operation each, after the same set-up.
+SHAPES = ("async @instrument", "generator @instrument", "with track_db")
 
 
 class _NullExporter(SpanExporter):
@@ -46,6 +53,44 @@ def bare(x: int) -> int:
 @instrument
 def instrumented(x: int) -> int:
     return x + 1
+
+
+@instrument
+async def instrumented_async(x: int) -> int:
+    return x + 1
+
+
+@instrument
+def instrumented_gen(x: int) -> Iterator[int]:
+    yield x
+    yield x + 1
+
+
+def _run_async(calls: int) -> None:
+    async def loop() -> None:
+        for _ in range(calls):
+            await instrumented_async(1)
+
+    asyncio.run(loop())
+
+
+def _run_gen(calls: int) -> None:
+    for _ in range(calls):
+        for _item in instrumented_gen(1):
+            pass
+
+
+def _run_track_db(calls: int) -> None:
+    for _ in range(calls):
+        with track_db("find", collection="orders", system="postgresql"):
+            pass
+
+
+_SHAPE_RUNS: dict[str, Callable[[int], None]] = {
+    "async @instrument": _run_async,
+    "generator @instrument": _run_gen,
+    "with track_db": _run_track_db,
+}
 
 
 def _functions() -> dict[str, Callable[[int], int]]:
@@ -69,7 +114,13 @@ def _functions() -> dict[str, Callable[[int], int]]:
 
 def _count_run(variant: str, calls: int) -> None:
     """Make ``calls`` calls of ``variant`` after the warm-up, then exit (under valgrind)."""
-    fn = _functions()[variant]
+    functions = _functions()
+    run = _SHAPE_RUNS.get(variant)
+    if run is not None:
+        run(200)  # warm-up: the shape's own metric children and code paths
+        run(calls)
+        return
+    fn = functions[variant]
     for _ in range(calls):
         fn(1)
 
@@ -105,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts = {name: _callgrind.per_operation(__file__, name, 200, 2200) for name in VARIANTS}
         print("CPU instructions per call (callgrind: (count at 2,200 calls - at 200) / 2,000)")
         _report(counts, "instructions/call", 1.0, "10,.0f")
+        for name in SHAPES:
+            count = _callgrind.per_operation(__file__, name, 200, 2200)
+            print(f"BENCH-INSTRUMENT {name:22s} {count:10,.0f} instructions/call")
         return 0
     functions = _functions()
     timings: dict[str, list[float]] = {name: [] for name in VARIANTS}

@@ -27,7 +27,8 @@ import time
 from prometheus_client import CollectorRegistry
 
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.metrics import OperationTracker, get_metrics
+from kaleem_telemetry._wrapping import OperationTracker
+from kaleem_telemetry.metrics import get_metrics
 
 __all__ = ["MAX_PREFIX_LENGTH", "CacheTracker", "cache_key_prefix", "record_cache", "track_cache"]
 
@@ -77,6 +78,8 @@ class CacheTracker(OperationTracker):
         hit: Set it to True or False inside the block to record a hit or a miss.
     """
 
+    _where = "track_cache"
+
     def __init__(
         self, operation: str, level: str, key_prefix: str, registry: CollectorRegistry | None
     ) -> None:
@@ -86,14 +89,6 @@ class CacheTracker(OperationTracker):
         self.registry = registry
         self.hit: bool | None = None
         self._started = 0.0
-
-    def __enter__(self) -> CacheTracker:
-        self._start()
-        return self
-
-    async def __aenter__(self) -> CacheTracker:
-        self._start()
-        return self
 
     def _copy(self) -> CacheTracker:
         return CacheTracker(self.operation, self.level, self.key_prefix, self.registry)

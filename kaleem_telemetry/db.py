@@ -1,6 +1,7 @@
 """`track_db`: time a database operation into a histogram and a child span.
 
-Use it as a context manager or a decorator, on sync or async code::
+Use it as a context manager or a decorator, on sync or async code (a decorated
+generator or async generator is tracked over its whole iteration)::
 
     with track_db("find", collection="orders", system="mongodb"):
         orders = db.orders.find_one({"_id": order_id})
@@ -20,17 +21,17 @@ Added in 0.1.0.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from kaleem_telemetry import tracing
 from kaleem_telemetry._guard import internal_errors
-from kaleem_telemetry.metrics import OperationTracker, get_metrics
+from kaleem_telemetry._wrapping import OperationTracker
+from kaleem_telemetry.metrics import get_metrics
 
 __all__ = ["DbTracker", "track_db"]
 
@@ -42,6 +43,8 @@ class DbTracker(OperationTracker):
         span: The operation's span while the block runs, else None.
     """
 
+    _where = "track_db"
+
     def __init__(
         self, operation: str, collection: str, system: str, registry: CollectorRegistry | None
     ) -> None:
@@ -50,16 +53,8 @@ class DbTracker(OperationTracker):
         self.system = system
         self.registry = registry
         self.span: Span | None = None
-        self._scope: contextlib.AbstractContextManager[Any] | None = None
+        self._in_span: Context | None = None
         self._started = 0.0
-
-    def __enter__(self) -> DbTracker:
-        self._start()
-        return self
-
-    async def __aenter__(self) -> DbTracker:
-        self._start()
-        return self
 
     def _copy(self) -> DbTracker:
         return DbTracker(self.operation, self.collection, self.system, self.registry)
@@ -76,16 +71,18 @@ class DbTracker(OperationTracker):
                     "db.collection.name": self.collection,
                 },
             )
-            self._scope = trace.use_span(span, end_on_exit=False)
-            self._scope.__enter__()
+            self._in_span = trace.set_span_in_context(span)
             self.span = span
         self._started = time.perf_counter()
+
+    def _context(self) -> Context | None:
+        return self._in_span
 
     def _finish(self, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - self._started
         with internal_errors("track_db finish"):
-            span, scope = self.span, self._scope
-            self.span = self._scope = None
+            span = self.span
+            self.span = self._in_span = None
             exemplar = None
             if span is not None:
                 if exc is not None:
@@ -94,8 +91,6 @@ class DbTracker(OperationTracker):
                 context = span.get_span_context()
                 if context.trace_flags.sampled:
                     exemplar = {"trace_id": format(context.trace_id, "032x")}
-                if scope is not None:
-                    scope.__exit__(None, None, None)
                 span.end()
             metrics = get_metrics(self.registry)
             if not metrics.exemplars_enabled:
@@ -114,9 +109,10 @@ def track_db(
 ) -> DbTracker:
     """Track a database operation: a histogram observation and a child span.
 
-    Works as ``with``, ``async with`` and as a decorator of sync or async
-    functions. Label values must be bounded: the operation name (``find``,
-    ``insert``, ``SELECT``), the collection or table, the system.
+    Works as ``with``, ``async with`` and as a decorator of plain, async,
+    generator and async-generator functions. Label values must be bounded: the
+    operation name (``find``, ``insert``, ``SELECT``), the collection or table,
+    the system.
 
     Args:
         operation: The operation name, for example ``"find"`` or ``"SELECT"``.

@@ -47,15 +47,15 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
-import wrapt
-from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 
 from kaleem_telemetry import tracing
 from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._wrapping import wrap
 from kaleem_telemetry.redaction import redact_attributes
 
 __all__ = ["instrument"]
@@ -103,7 +103,11 @@ def instrument(
 
 
 class _Instrumented:
-    """Per decorated function: names, attributes and the cached metric children."""
+    """Per decorated function: names, attributes, the cached metric children; the probe.
+
+    As the `ScopedProbe` of `wrap`, a call's state is its span and start time, and
+    the span is current while the function body runs.
+    """
 
     __slots__ = (
         "attributes",
@@ -115,6 +119,8 @@ class _Instrumented:
         "module",
         "span_name",
     )
+
+    where = "instrument"
 
     def __init__(
         self, function: str, module: str, attributes: Mapping[str, Any] | None, span_name: str
@@ -130,6 +136,28 @@ class _Instrumented:
         self.calls_ok: Any = None
         self.calls_error: Any = None
         self.duration: Any = None
+
+    def begin(self) -> tuple[trace.Span, float]:
+        return (
+            tracing.start_own_span(self.span_name, attributes=self.attributes),
+            time.perf_counter(),
+        )
+
+    def context(self, state: tuple[trace.Span, float]) -> Context:
+        return trace.set_span_in_context(state[0])
+
+    def end(self, state: tuple[trace.Span, float], exc: BaseException | None) -> None:
+        span, start = state
+        elapsed = time.perf_counter() - start
+        # Only an error of the function's own counts: a closed generator, a
+        # cancelled task or Ctrl-C end the call as an ordinary one.
+        if isinstance(exc, Exception):
+            ok = False
+            _fail(span, exc)
+        else:
+            ok = True
+        span.end()
+        self.record(ok, elapsed)
 
     def record(self, ok: bool, elapsed: float) -> None:
         metrics = _get_metrics()
@@ -163,167 +191,10 @@ def _decorate(func: F, name: str | None, attributes: Mapping[str, Any] | None) -
     target = inspect.unwrap(getattr(func, "__func__", func))
     qualname = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", target))
     module = str(getattr(target, "__module__", None) or "unknown")
-    state = _Instrumented(name or qualname, module, attributes, name or qualname)
-    if inspect.isasyncgenfunction(target):
-        wrapper = _async_gen_wrapper(state)
-    elif inspect.iscoroutinefunction(target):
-        wrapper = _async_wrapper(state)
-    elif inspect.isgeneratorfunction(target):
-        wrapper = _gen_wrapper(state)
-    else:
-        wrapper = _sync_wrapper(state)
-    return cast("F", wrapt.decorator(wrapper)(func))
-
-
-def _start(state: _Instrumented) -> tuple[trace.Span, object]:
-    span = tracing.start_own_span(state.span_name, attributes=state.attributes)
-    token = otel_context.attach(trace.set_span_in_context(span))
-    return span, token
+    return wrap(func, _Instrumented(name or qualname, module, attributes, name or qualname))
 
 
 def _fail(span: trace.Span, exc: BaseException) -> None:
     span.record_exception(exc)
     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
     tracing.remember_span(exc, span)
-
-
-def _sync_wrapper(state: _Instrumented) -> Callable[..., Any]:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        span, token = _start(state)
-        start = time.perf_counter()
-        ok = True
-        try:
-            return wrapped(*args, **kwargs)
-        except Exception as exc:
-            ok = False
-            _fail(span, exc)
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            otel_context.detach(token)  # type: ignore[arg-type]
-            span.end()
-            state.record(ok, elapsed)
-
-    return wrapper
-
-
-def _async_wrapper(state: _Instrumented) -> Callable[..., Any]:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        async def run() -> Any:
-            span, token = _start(state)
-            start = time.perf_counter()
-            ok = True
-            try:
-                return await wrapped(*args, **kwargs)
-            except Exception as exc:
-                ok = False
-                _fail(span, exc)
-                raise
-            finally:
-                elapsed = time.perf_counter() - start
-                otel_context.detach(token)  # type: ignore[arg-type]
-                span.end()
-                state.record(ok, elapsed)
-
-        return run()
-
-    return wrapper
-
-
-def _gen_wrapper(state: _Instrumented) -> Callable[..., Any]:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        generator = wrapped(*args, **kwargs)
-
-        def run() -> Any:
-            span = tracing.start_own_span(state.span_name, attributes=state.attributes)
-            in_span = trace.set_span_in_context(span)
-            start = time.perf_counter()
-            ok = True
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            try:
-                while True:
-                    # The span is current only while the generator body runs.
-                    token = otel_context.attach(in_span)
-                    try:
-                        if to_throw is not None:
-                            exc, to_throw = to_throw, None
-                            item = generator.throw(exc)
-                        else:
-                            item = generator.send(to_send)
-                    except StopIteration as stop:
-                        return stop.value
-                    finally:
-                        otel_context.detach(token)
-                    try:
-                        to_send = yield item
-                    except GeneratorExit:
-                        generator.close()
-                        raise
-                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator.
-                        to_throw = exc
-            except Exception as exc:
-                ok = False
-                _fail(span, exc)
-                raise
-            finally:
-                elapsed = time.perf_counter() - start
-                span.end()
-                state.record(ok, elapsed)
-
-        return run()
-
-    return wrapper
-
-
-def _async_gen_wrapper(state: _Instrumented) -> Callable[..., Any]:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        agen = wrapped(*args, **kwargs)
-
-        async def run() -> Any:
-            span = tracing.start_own_span(state.span_name, attributes=state.attributes)
-            in_span = trace.set_span_in_context(span)
-            start = time.perf_counter()
-            ok = True
-            to_send: Any = None
-            to_throw: BaseException | None = None
-            try:
-                while True:
-                    token = otel_context.attach(in_span)
-                    try:
-                        if to_throw is not None:
-                            exc, to_throw = to_throw, None
-                            item = await agen.athrow(exc)
-                        else:
-                            item = await agen.asend(to_send)
-                    except StopAsyncIteration:
-                        return
-                    finally:
-                        otel_context.detach(token)
-                    try:
-                        to_send = yield item
-                    except GeneratorExit:
-                        await agen.aclose()
-                        raise
-                    except BaseException as exc:  # noqa: BLE001 - forwarded into the generator.
-                        to_throw = exc
-            except Exception as exc:
-                ok = False
-                _fail(span, exc)
-                raise
-            finally:
-                elapsed = time.perf_counter() - start
-                span.end()
-                state.record(ok, elapsed)
-
-        return run()
-
-    return wrapper

@@ -298,6 +298,23 @@ class TestErrors:
 
         assert span_exporter.get_finished_spans()[0].status.status_code is StatusCode.ERROR
 
+    @pytest.mark.parametrize(
+        "call",
+        [lambda: bare(1), lambda: list(gen(2)), lambda: asyncio.run(coro(1))],
+        ids=["function", "generator", "coroutine"],
+    )
+    def test_a_failing_span_start_never_fails_the_call(
+        self, monkeypatch: pytest.MonkeyPatch, call: Callable[[], Any]
+    ) -> None:
+        """When the span cannot be started the function still runs and returns its value."""
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("tracer broke")
+
+        monkeypatch.setattr(tracing, "start_own_span", broken)
+
+        assert call() in (2, [0, 1])
+
     def test_generator_exception_is_reraised(self, span_exporter: Any) -> None:
         """An exception raised mid-iteration propagates and marks the span."""
         with pytest.raises(KeyError):
