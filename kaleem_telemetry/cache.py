@@ -30,7 +30,7 @@ from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._wrapping import OperationTracker
 from kaleem_telemetry.metrics import get_metrics
 
-__all__ = ["MAX_PREFIX_LENGTH", "CacheTracker", "cache_key_prefix", "record_cache", "track_cache"]
+__all__ = ["cache_key_prefix", "record_cache", "track_cache"]
 
 MAX_PREFIX_LENGTH = 64
 """Longest ``cache_key_prefix`` label value; longer prefixes are cut."""

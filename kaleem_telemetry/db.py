@@ -33,7 +33,7 @@ from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._wrapping import OperationTracker
 from kaleem_telemetry.metrics import get_metrics
 
-__all__ = ["DbTracker", "track_db"]
+__all__ = ["track_db"]
 
 
 class DbTracker(OperationTracker):

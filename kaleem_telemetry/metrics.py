@@ -42,17 +42,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import inspect
 import logging
 import math
 import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from time import monotonic
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -543,61 +541,3 @@ def reset_for_tests() -> None:
     if metrics is not None:
         metrics.unregister()
     _compat.prometheus_sync_value_class()
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class OperationTracker:
-    """Base of `track_db` and `track_cache`: a context manager and a decorator.
-
-    As a context manager (``with``/``async with``) it times one block; as a
-    decorator it times every call of a sync or async function, with a fresh
-    tracker per call. Subclasses implement ``_start()``, ``_finish()`` and
-    ``_copy()``. The application's exceptions propagate unchanged.
-    """
-
-    def _start(self) -> None:
-        raise NotImplementedError
-
-    def _finish(self, exc: BaseException | None) -> None:
-        raise NotImplementedError
-
-    def _copy(self) -> OperationTracker:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        self._start()
-        return self
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._finish(exc)
-
-    async def __aenter__(self) -> Any:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self._finish(exc)
-
-    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
-        """Time every call of ``func`` (sync or async) with a fresh copy of this tracker.
-
-        Args:
-            func: The function to wrap.
-        """
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                async with self._copy():
-                    return await func(*args, **kwargs)
-
-            return cast("Callable[P, R]", async_wrapper)
-
-        @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            with self._copy():
-                return func(*args, **kwargs)
-
-        return wrapper
