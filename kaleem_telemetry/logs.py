@@ -68,6 +68,9 @@ _RECORD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", "color_message"}
 )
 
+#: The access event's keys the middleware makes itself; the rest come from the request.
+_ACCESS_TRUSTED = frozenset({"event", "method", "route", "status_code", "duration_ms"})
+
 _STATE_LOCK = threading.Lock()
 _WRITE_LOCK = threading.Lock()
 
@@ -202,18 +205,30 @@ def emit_event(
     For hot paths that log once per request (the middleware's access event): it
     skips structlog's bound-logger machinery, and the redactor skips the
     ``trusted`` keys, whose values the caller produced itself (a status code, a
-    route template), never copied from a request.
+    route template), never copied from a request. Never raises.
 
     Args:
         logger_name: The ``logger`` key.
         level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
         event: The ``event`` key.
         fields: The event's own keys (no ``exc_info``).
-        trusted: Keys of ``fields`` the redactor need not see.
+        trusted: Keys of ``fields`` the redactor need not see; ``"event"`` among
+            them marks the event name as a literal of the library's.
         span_context: The span the event belongs to, when the caller holds it;
             the current span when ``None``.
     """
-    _emit(level, EventShaper.shape_fields, logger_name, level, event, fields, trusted, span_context)
+    pipeline = _PIPELINE
+    if _LEVELS.get(level, logging.INFO) < pipeline.level:
+        return
+    try:
+        shaped = pipeline.shaper.shape(
+            logger_name, level, event, fields, trusted=trusted, span_context=span_context
+        )
+        if pipeline.taps:
+            pipeline.tap(shaped, None)
+        _EVENT_WRITER.msg(pipeline.render(shaped))
+    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+        report_internal_error("log event")
 
 
 def emit_access(
@@ -229,9 +244,8 @@ def emit_access(
 ) -> None:
     """Emit the web middleware's ``http_request`` access event (docs/reference.md, Logs).
 
-    The same line as ``emit_event(ACCESS_LOGGER, level, "http_request", {...})``
-    with the method, route, status and duration trusted, shaped by
-    `EventShaper.shape_access` for its fixed keys. Never raises.
+    `emit_event` with the access event's keys, in their order, and the method,
+    route, status and duration trusted. Never raises.
 
     Args:
         level: ``"info"``, ``"warning"`` or ``"error"``.
@@ -244,34 +258,23 @@ def emit_access(
         request_id: The request id.
         span_context: The request span's context.
     """
-    _emit(
-        level,
-        EventShaper.shape_access,
+    fields = {
+        "method": method,
+        "route": route,
+        "path": path,
+        "status_code": status_code,
+        "duration_ms": duration_ms,
+        "client_ip": client_ip,
+        "request_id": request_id,
+    }
+    emit_event(
         ACCESS_LOGGER,
         level,
-        method,
-        route,
-        path,
-        status_code,
-        duration_ms,
-        client_ip,
-        request_id,
-        span_context,
+        "http_request",
+        fields,
+        trusted=_ACCESS_TRUSTED,
+        span_context=span_context,
     )
-
-
-def _emit(level: str, shape: Callable[..., dict[str, Any]], *args: Any) -> None:
-    """Shape an event with ``shape(shaper, *args)``, hand it to the taps, write it."""
-    pipeline = _PIPELINE
-    if _LEVELS.get(level, logging.INFO) < pipeline.level:
-        return
-    try:
-        shaped = shape(pipeline.shaper, *args)
-        if pipeline.taps:
-            pipeline.tap(shaped, None)
-        _EVENT_WRITER.msg(pipeline.render(shaped))
-    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
-        report_internal_error("log event")
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:
