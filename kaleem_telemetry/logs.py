@@ -76,7 +76,7 @@ _WRITE_LOCK = threading.Lock()
 
 
 class _Pipeline:
-    """The one processor structlog calls: filter, shape, tap, render."""
+    """The one processor structlog calls: shape, tap, render."""
 
     __slots__ = ("level", "render", "shaper", "taps")
 
@@ -87,12 +87,10 @@ class _Pipeline:
         self.taps: tuple[LogTap, ...] = ()
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
-        level_no = _LEVELS.get(method_name, logging.INFO)
+        # Calls below the level never get here: `_BoundLogger`'s methods for
+        # them do nothing.
         if method_name == "exception":
-            level_no = logging.ERROR
             event_dict.setdefault("exc_info", True)
-        if level_no < self.level:
-            raise structlog.DropEvent
         return self.process(logger, method_name, event_dict)
 
     def process(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
@@ -111,6 +109,24 @@ class _Pipeline:
 
 
 _PIPELINE = _Pipeline()
+
+
+class _BoundLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):  # type: ignore[misc]
+    """The one wrapper class of our structlog loggers, filtering at the configured level.
+
+    structlog's filtering bound loggers make a call below their level a method
+    that returns at once. Each of their classes is fixed at one level, and a
+    logger cached on first use keeps its class, so a module-level logger would
+    keep the level it was first used at; `_filter_at` instead gives this one
+    class the methods of the configured level's class.
+    """
+
+
+def _filter_at(level: int) -> None:
+    """Make `_BoundLogger` (and every logger made with it) filter at ``level``."""
+    for name, method in vars(structlog.make_filtering_bound_logger(level)).items():
+        if not name.startswith("__"):
+            setattr(_BoundLogger, name, method)
 
 
 class _StdoutLogger:
@@ -182,8 +198,8 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
         **initial_values: Values bound on the logger.
 
     Returns:
-        A structlog bound logger (``info``, ``warning``, ``error``, ``exception``,
-        ``bind``, ...).
+        A structlog filtering bound logger (``info``, ``warning``, ``error``,
+        ``exception``, ``bind``, ...); calls below the configured level do nothing.
     """
     _ensure_structlog()
     # The name travels as a logger-factory argument: structlog reserves the
@@ -324,6 +340,7 @@ def reset_for_tests() -> None:
     with _STATE_LOCK:
         _PIPELINE.__init__()  # type: ignore[misc]
     structlog.reset_defaults()
+    _filter_at(_PIPELINE.level)
     root = logging.getLogger()
     if _BRIDGE in root.handlers:
         root.removeHandler(_BRIDGE)
@@ -345,9 +362,10 @@ def reset_for_tests() -> None:
 def _ensure_structlog(*, force: bool = False) -> None:
     if not force and structlog.is_configured():
         return
+    _filter_at(_PIPELINE.level)
     structlog.configure(
         processors=[_PIPELINE],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        wrapper_class=_BoundLogger,
         context_class=dict,
         logger_factory=_logger_factory,
         cache_logger_on_first_use=True,

@@ -343,6 +343,28 @@ class TestFormats:
 
         assert _lines(capsys)[0]["level"] == "debug"
 
+    def test_a_logger_already_used_follows_a_new_level(self, capsys):
+        """A logger cached at one level filters at the level configured later, both ways."""
+        _configure()
+        log = logs.get_logger("early")
+        log.debug("hidden")
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="debug")
+        log.debug("shown")
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="error")
+        log.warning("hidden too")
+        log.error("shown too")
+
+        assert [line["event"] for line in _lines(capsys)] == ["shown", "shown too"]
+
+    def test_a_call_below_the_level_is_filtered_by_the_logger(self):
+        """The logger itself filters (structlog's filtering bound logger), before any processor."""
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="warning")
+        log = logs.get_logger()
+
+        assert log.is_enabled_for(logging.WARNING)
+        assert not log.is_enabled_for(logging.INFO)
+        assert log.get_effective_level() == logging.WARNING
+
 
 class TestTaps:
     @pytest.mark.usefixtures("json_logs")
