@@ -30,6 +30,7 @@ from kaleem_telemetry.processors import EventShaper, render_json
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
+    from structlog.typing import FilteringBoundLogger
 
     from kaleem_telemetry.config import TelemetryConfig
 
@@ -38,7 +39,6 @@ __all__ = [
     "LogTap",
     "add_tap",
     "configure_logging",
-    "emit_access",
     "emit_event",
     "get_logger",
     "reset_for_tests",
@@ -186,7 +186,7 @@ _saved_root: tuple[list[logging.Handler], int] | None = None
 _saved_servers: dict[str, tuple[list[logging.Handler], bool, bool]] = {}
 
 
-def get_logger(name: str | None = None, **initial_values: Any) -> Any:
+def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBoundLogger:
     """Return a structlog logger that writes through the telemetry pipeline.
 
     Safe to call at import time, before `setup_telemetry()`: the logger looks up
@@ -204,7 +204,8 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
     _ensure_structlog()
     # The name travels as a logger-factory argument: structlog reserves the
     # ``logger`` keyword, and the shaper reads the name off the logger object.
-    return structlog.get_logger(name or "app", **initial_values)
+    logger: FilteringBoundLogger = structlog.get_logger(name or "app", **initial_values)
+    return logger
 
 
 def emit_event(

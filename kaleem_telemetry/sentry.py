@@ -57,7 +57,6 @@ __all__ = [
     "enter_request_scope",
     "is_enabled",
     "leave_request_scope",
-    "record_log",
     "request_scope",
     "reset_for_tests",
 ]

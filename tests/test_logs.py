@@ -397,6 +397,16 @@ class TestTaps:
         assert "still printed" in events
 
 
+def test_internal_entry_points_are_not_exported():
+    """The access-event and Sentry-tap helpers stay importable but are not public names."""
+    from kaleem_telemetry import sentry
+
+    assert "emit_access" not in logs.__all__
+    assert "record_log" not in sentry.__all__
+    assert callable(logs.emit_access)
+    assert callable(sentry.record_log)
+
+
 def test_closed_stdout_does_not_raise(monkeypatch):
     """Writing to a closed stdout drops the line instead of raising into the caller."""
     _configure()
