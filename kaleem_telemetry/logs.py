@@ -234,18 +234,7 @@ def emit_event(
         span_context: The span the event belongs to, when the caller holds it;
             the current span when ``None``.
     """
-    pipeline = _PIPELINE
-    if _LEVELS.get(level, logging.INFO) < pipeline.level:
-        return
-    try:
-        shaped = pipeline.shaper.shape(
-            logger_name, level, event, fields, trusted=trusted, span_context=span_context
-        )
-        if pipeline.taps:
-            pipeline.tap(shaped, None)
-        _EVENT_WRITER.msg(pipeline.render(shaped))
-    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
-        report_internal_error("log event")
+    _emit(logger_name, level, event, fields, trusted, span_context)
 
 
 def emit_access(
@@ -261,8 +250,8 @@ def emit_access(
 ) -> None:
     """Emit the web middleware's ``http_request`` access event (docs/reference.md, Logs).
 
-    `emit_event` with the access event's keys, in their order, and the method,
-    route, status and duration trusted. Never raises.
+    What `emit_event` writes for the access event's keys, in their order, with
+    the method, route, status and duration trusted. Never raises.
 
     Args:
         level: ``"info"``, ``"warning"`` or ``"error"``.
@@ -284,14 +273,29 @@ def emit_access(
         "client_ip": client_ip,
         "request_id": request_id,
     }
-    emit_event(
-        ACCESS_LOGGER,
-        level,
-        "http_request",
-        fields,
-        trusted=_ACCESS_TRUSTED,
-        span_context=span_context,
-    )
+    _emit(ACCESS_LOGGER, level, "http_request", fields, _ACCESS_TRUSTED, span_context)
+
+
+def _emit(
+    logger_name: str,
+    level: str,
+    event: str,
+    fields: Mapping[str, Any],
+    trusted: frozenset[str],
+    span_context: SpanContext | None,
+) -> None:
+    """Shape an event with the pipeline's shaper, hand it to the taps, write it."""
+    # Positional arguments throughout: the access event is logged once per request.
+    pipeline = _PIPELINE
+    if _LEVELS.get(level, logging.INFO) < pipeline.level:
+        return
+    try:
+        shaped = pipeline.shaper.shape(logger_name, level, event, fields, trusted, span_context)
+        if pipeline.taps:
+            pipeline.tap(shaped, None)
+        _EVENT_WRITER.msg(pipeline.render(shaped))
+    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+        report_internal_error("log event")
 
 
 def add_tap(tap: LogTap) -> Callable[[], None]:

@@ -45,6 +45,7 @@ _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
+_NOTHING_TRUSTED: frozenset[str] = frozenset()
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -118,12 +119,15 @@ class EventShaper:
 
     def __call__(self, logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
         """Return a new event dict in the contract's shape; the input is not changed."""
+        # Positional: a call with keywords costs more, once per log line.
         return self.shape(
             event_dict.get("logger") or getattr(logger, "name", None) or "root",
             event_dict.get("level") or normalise_level(method_name),
             event_dict.get("event"),
             event_dict,
-            timestamp=event_dict.get("timestamp"),
+            _NOTHING_TRUSTED,
+            None,
+            event_dict.get("timestamp"),
         )
 
     def shape(
@@ -132,8 +136,7 @@ class EventShaper:
         level: str,
         event: Any,
         fields: Mapping[str, Any],
-        *,
-        trusted: frozenset[str] = frozenset(),
+        trusted: frozenset[str] = _NOTHING_TRUSTED,
         span_context: trace.SpanContext | None = None,
         timestamp: str | None = None,
     ) -> dict[str, Any]:
@@ -192,7 +195,20 @@ class EventShaper:
                 value = _cut(value)
             own[key] = value
         if own:
-            _add_redacted(out, own, trusted)
+            redactor = get_redactor()
+            if not trusted:
+                out.update(redactor.redact(own))
+            else:
+                # Trust goes by key name, a bound key's too: the trusted keys are
+                # ones the library always passes, so a bound value of that name
+                # is replaced in place.
+                untrusted = {key: value for key, value in own.items() if key not in trusted}
+                if untrusted:
+                    redacted = redactor.redact(untrusted)
+                    if redacted is not untrusted:
+                        for key in untrusted:
+                            own[key] = redacted.get(key, REDACTED)
+                out.update(own)
         exc_info = fields.get("exc_info")
         if exc_info:
             if self.structure_exceptions:
@@ -204,23 +220,6 @@ class EventShaper:
         if fields.get("stack_info"):
             out["stack"] = _structure_stack()
         return out
-
-
-def _add_redacted(out: dict[str, Any], own: dict[str, Any], trusted: frozenset[str]) -> None:
-    """Add ``own``'s keys to ``out``, the values of those not ``trusted`` redacted."""
-    redactor = get_redactor()
-    if not trusted:
-        out.update(redactor.redact(own))
-        return
-    # Trust goes by key name, a bound key's too: the trusted keys are ones the
-    # library always passes, so a bound value of that name is replaced in place.
-    untrusted = {key: value for key, value in own.items() if key not in trusted}
-    if untrusted:
-        redacted = redactor.redact(untrusted)
-        if redacted is not untrusted:
-            for key in untrusted:
-                own[key] = redacted.get(key, REDACTED)
-    out.update(own)
 
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:
