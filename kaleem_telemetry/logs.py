@@ -30,6 +30,7 @@ from kaleem_telemetry.processors import EventShaper, render_json
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
+    from structlog.typing import FilteringBoundLogger
 
     from kaleem_telemetry.config import TelemetryConfig
 
@@ -38,7 +39,6 @@ __all__ = [
     "LogTap",
     "add_tap",
     "configure_logging",
-    "emit_access",
     "emit_event",
     "get_logger",
     "reset_for_tests",
@@ -68,12 +68,15 @@ _RECORD_ATTRS = frozenset(
     | {"message", "asctime", "taskName", "color_message"}
 )
 
+#: The access event's keys the middleware makes itself; the rest come from the request.
+_ACCESS_TRUSTED = frozenset({"event", "method", "route", "status_code", "duration_ms"})
+
 _STATE_LOCK = threading.Lock()
 _WRITE_LOCK = threading.Lock()
 
 
 class _Pipeline:
-    """The one processor structlog calls: filter, shape, tap, render."""
+    """The one processor structlog calls: shape, tap, render."""
 
     __slots__ = ("level", "render", "shaper", "taps")
 
@@ -84,12 +87,10 @@ class _Pipeline:
         self.taps: tuple[LogTap, ...] = ()
 
     def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
-        level_no = _LEVELS.get(method_name, logging.INFO)
+        # Calls below the level never get here: `_BoundLogger`'s methods for
+        # them do nothing.
         if method_name == "exception":
-            level_no = logging.ERROR
             event_dict.setdefault("exc_info", True)
-        if level_no < self.level:
-            raise structlog.DropEvent
         return self.process(logger, method_name, event_dict)
 
     def process(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
@@ -108,6 +109,24 @@ class _Pipeline:
 
 
 _PIPELINE = _Pipeline()
+
+
+class _BoundLogger(structlog.make_filtering_bound_logger(logging.NOTSET)):  # type: ignore[misc]
+    """The one wrapper class of our structlog loggers, filtering at the configured level.
+
+    structlog's filtering bound loggers make a call below their level a method
+    that returns at once. Each of their classes is fixed at one level, and a
+    logger cached on first use keeps its class, so a module-level logger would
+    keep the level it was first used at; `_filter_at` instead gives this one
+    class the methods of the configured level's class.
+    """
+
+
+def _filter_at(level: int) -> None:
+    """Make `_BoundLogger` (and every logger made with it) filter at ``level``."""
+    for name, method in vars(structlog.make_filtering_bound_logger(level)).items():
+        if not name.startswith("__"):
+            setattr(_BoundLogger, name, method)
 
 
 class _StdoutLogger:
@@ -167,7 +186,7 @@ _saved_root: tuple[list[logging.Handler], int] | None = None
 _saved_servers: dict[str, tuple[list[logging.Handler], bool, bool]] = {}
 
 
-def get_logger(name: str | None = None, **initial_values: Any) -> Any:
+def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBoundLogger:
     """Return a structlog logger that writes through the telemetry pipeline.
 
     Safe to call at import time, before `setup_telemetry()`: the logger looks up
@@ -179,13 +198,14 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
         **initial_values: Values bound on the logger.
 
     Returns:
-        A structlog bound logger (``info``, ``warning``, ``error``, ``exception``,
-        ``bind``, ...).
+        A structlog filtering bound logger (``info``, ``warning``, ``error``,
+        ``exception``, ``bind``, ...); calls below the configured level do nothing.
     """
     _ensure_structlog()
     # The name travels as a logger-factory argument: structlog reserves the
     # ``logger`` keyword, and the shaper reads the name off the logger object.
-    return structlog.get_logger(name or "app", **initial_values)
+    logger: FilteringBoundLogger = structlog.get_logger(name or "app", **initial_values)
+    return logger
 
 
 def emit_event(
@@ -202,18 +222,19 @@ def emit_event(
     For hot paths that log once per request (the middleware's access event): it
     skips structlog's bound-logger machinery, and the redactor skips the
     ``trusted`` keys, whose values the caller produced itself (a status code, a
-    route template), never copied from a request.
+    route template), never copied from a request. Never raises.
 
     Args:
         logger_name: The ``logger`` key.
         level: ``"debug"``, ``"info"``, ``"warning"``, ``"error"`` or ``"critical"``.
         event: The ``event`` key.
         fields: The event's own keys (no ``exc_info``).
-        trusted: Keys of ``fields`` the redactor need not see.
+        trusted: Keys of ``fields`` the redactor need not see; ``"event"`` among
+            them marks the event name as a literal of the library's.
         span_context: The span the event belongs to, when the caller holds it;
             the current span when ``None``.
     """
-    _emit(level, EventShaper.shape_fields, logger_name, level, event, fields, trusted, span_context)
+    _emit(logger_name, level, event, fields, trusted, span_context)
 
 
 def emit_access(
@@ -229,9 +250,8 @@ def emit_access(
 ) -> None:
     """Emit the web middleware's ``http_request`` access event (docs/reference.md, Logs).
 
-    The same line as ``emit_event(ACCESS_LOGGER, level, "http_request", {...})``
-    with the method, route, status and duration trusted, shaped by
-    `EventShaper.shape_access` for its fixed keys. Never raises.
+    What `emit_event` writes for the access event's keys, in their order, with
+    the method, route, status and duration trusted. Never raises.
 
     Args:
         level: ``"info"``, ``"warning"`` or ``"error"``.
@@ -244,29 +264,33 @@ def emit_access(
         request_id: The request id.
         span_context: The request span's context.
     """
-    _emit(
-        level,
-        EventShaper.shape_access,
-        ACCESS_LOGGER,
-        level,
-        method,
-        route,
-        path,
-        status_code,
-        duration_ms,
-        client_ip,
-        request_id,
-        span_context,
-    )
+    fields = {
+        "method": method,
+        "route": route,
+        "path": path,
+        "status_code": status_code,
+        "duration_ms": duration_ms,
+        "client_ip": client_ip,
+        "request_id": request_id,
+    }
+    _emit(ACCESS_LOGGER, level, "http_request", fields, _ACCESS_TRUSTED, span_context)
 
 
-def _emit(level: str, shape: Callable[..., dict[str, Any]], *args: Any) -> None:
-    """Shape an event with ``shape(shaper, *args)``, hand it to the taps, write it."""
+def _emit(
+    logger_name: str,
+    level: str,
+    event: str,
+    fields: Mapping[str, Any],
+    trusted: frozenset[str],
+    span_context: SpanContext | None,
+) -> None:
+    """Shape an event with the pipeline's shaper, hand it to the taps, write it."""
+    # Positional arguments throughout: the access event is logged once per request.
     pipeline = _PIPELINE
     if _LEVELS.get(level, logging.INFO) < pipeline.level:
         return
     try:
-        shaped = shape(pipeline.shaper, *args)
+        shaped = pipeline.shaper.shape(logger_name, level, event, fields, trusted, span_context)
         if pipeline.taps:
             pipeline.tap(shaped, None)
         _EVENT_WRITER.msg(pipeline.render(shaped))
@@ -321,6 +345,7 @@ def reset_for_tests() -> None:
     with _STATE_LOCK:
         _PIPELINE.__init__()  # type: ignore[misc]
     structlog.reset_defaults()
+    _filter_at(_PIPELINE.level)
     root = logging.getLogger()
     if _BRIDGE in root.handlers:
         root.removeHandler(_BRIDGE)
@@ -342,9 +367,10 @@ def reset_for_tests() -> None:
 def _ensure_structlog(*, force: bool = False) -> None:
     if not force and structlog.is_configured():
         return
+    _filter_at(_PIPELINE.level)
     structlog.configure(
         processors=[_PIPELINE],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
+        wrapper_class=_BoundLogger,
         context_class=dict,
         logger_factory=_logger_factory,
         cache_logger_on_first_use=True,

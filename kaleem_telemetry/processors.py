@@ -45,8 +45,7 @@ _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
-#: The access event's keys that the middleware makes itself (`EventShaper.shape_access`).
-_ACCESS_TRUSTED = frozenset({"method", "route", "status_code", "duration_ms"})
+_NOTHING_TRUSTED: frozenset[str] = frozenset()
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -100,6 +99,10 @@ class EventShaper:
     `MAX_VALUE_CHARS` before redaction, so one 10 MB value costs little.
     ``exc_info`` becomes a structured ``exception`` (see `structure_exception`).
 
+    Every event takes the one path, `shape`: as a structlog processor (structlog
+    calls and stdlib records) through ``__call__``, and directly for the events
+    the library makes itself (`logs.emit_event`, the access event).
+
     Args:
         service: The ``service`` value on every line.
         environment: The ``environment`` value on every line.
@@ -116,67 +119,58 @@ class EventShaper:
 
     def __call__(self, logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
         """Return a new event dict in the contract's shape; the input is not changed."""
-        out: dict[str, Any] = {
-            "timestamp": event_dict.get("timestamp") or format_timestamp(time.time()),
-            "level": event_dict.get("level") or normalise_level(method_name),
-            "event": _bounded_event(event_dict.get("event")),
-            "logger": event_dict.get("logger") or getattr(logger, "name", None) or "root",
-            "service": self.service,
-            "environment": self.environment,
-        }
-        span_context = trace.get_current_span().get_span_context()
-        if span_context.is_valid:
-            # A valid context's ids fit 128 and 64 bits; bytes.hex() gives the same
-            # zero-padded lower-case hex at a third of the cost of format(id, "032x").
-            out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
-            out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
-        context = bound_values()
-        if context:
-            own_context: dict[str, Any] = {}
-            for key, value in context.items():
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                else:
-                    own_context[key] = value
-        else:
-            own_context = {}
-        own: dict[str, Any] = own_context
-        for key, value in event_dict.items():
-            if key in _OWN_SKIP or key in out:
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                continue
-            if type(value) is str and len(value) > MAX_VALUE_CHARS:
-                value = _cut(value)
-            own[key] = value
-        if own:
-            out.update(get_redactor().redact(own))
-        exc_info = event_dict.get("exc_info")
-        if exc_info:
-            if self.structure_exceptions:
-                structured = structure_exception(exc_info)
-                if structured is not None:
-                    out["exception"] = structured
-            else:
-                out["exc_info"] = exc_info
-        stack_info = event_dict.get("stack_info")
-        if stack_info:
-            out["stack"] = _structure_stack()
-        return out
+        # Positional: a call with keywords costs more, once per log line.
+        return self.shape(
+            event_dict.get("logger") or getattr(logger, "name", None) or "root",
+            event_dict.get("level") or normalise_level(method_name),
+            event_dict.get("event"),
+            event_dict,
+            _NOTHING_TRUSTED,
+            None,
+            event_dict.get("timestamp"),
+        )
 
-    def _head(
-        self, logger_name: str, level: str, event: Any, span_context: trace.SpanContext
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return the fixed keys of a library event, and its bound keys that are not fixed."""
+    def shape(
+        self,
+        logger_name: str,
+        level: str,
+        event: Any,
+        fields: Mapping[str, Any],
+        trusted: frozenset[str] = _NOTHING_TRUSTED,
+        span_context: trace.SpanContext | None = None,
+        timestamp: str | None = None,
+    ) -> dict[str, Any]:
+        """Return one event in the contract's shape; ``fields`` is not changed.
+
+        Keys of ``fields`` that are fixed ones (``timestamp``, ``level``,
+        ``event``, ``logger``...) are not repeated, except that a context key
+        (``request_id``...) replaces the bound value. An event key replaces a
+        bound key of the same name in its place, and its trust with it.
+
+        Args:
+            logger_name: The ``logger`` key.
+            level: The ``level`` key (``"info"``, ``"warning"``, ``"error"``...).
+            event: The ``event`` key, redacted and cut unless ``"event"`` is trusted.
+            fields: The event's own keys; ``exc_info`` and ``stack_info`` among
+                them are structured, not copied.
+            trusted: Keys whose values the library made itself (a status code, a
+                route template): the redactor skips them and they are not cut.
+            span_context: The span to correlate with; the current span when ``None``.
+            timestamp: The ``timestamp`` key; now when ``None``.
+        """
         out: dict[str, Any] = {
-            "timestamp": format_timestamp(time.time()),
+            "timestamp": timestamp or format_timestamp(time.time()),
             "level": level,
-            "event": event,
+            "event": event if "event" in trusted else _bounded_event(event),
             "logger": logger_name,
             "service": self.service,
             "environment": self.environment,
         }
+        if span_context is None:
+            span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
+            # A valid context's ids fit 128 and 64 bits; bytes.hex() gives the same
+            # zero-padded lower-case hex at a third of the cost of format(id, "032x").
             out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
             out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
         own: dict[str, Any] = {}
@@ -187,39 +181,6 @@ class EventShaper:
                     out[key] = value
                 else:
                     own[key] = value
-        return out, own
-
-    def shape_fields(
-        self,
-        logger_name: str,
-        level: str,
-        event: str,
-        fields: Mapping[str, Any],
-        trusted: frozenset[str] = frozenset(),
-        span_context: trace.SpanContext | None = None,
-    ) -> dict[str, Any]:
-        """Shape an event made by the library itself (`logs.emit_event`).
-
-        The same output as calling the shaper with ``{"event": event, "logger":
-        logger_name, **fields}``, without building that dict first: ``fields``
-        carry no ``exc_info`` or ``stack_info``, ``level`` is already a
-        contract level, and the caller may pass the span context it holds.
-
-        Args:
-            logger_name: The ``logger`` key.
-            level: The ``level`` key (``"info"``, ``"warning"``, ``"error"``...).
-            event: The ``event`` key.
-            fields: The event's own keys.
-            trusted: Keys of ``fields`` the redactor need not see.
-            span_context: The span to correlate with; the current span when ``None``.
-        """
-        if span_context is None:
-            span_context = trace.get_current_span().get_span_context()
-        out, own = self._head(logger_name, level, _bounded_event(event), span_context)
-        untrusted = {key: value for key, value in own.items() if key not in trusted}
-        # Bound keys that are not fixed ones: an event key of the same name
-        # replaces the bound value, and its trust with it.
-        shadowed = bool(own)
         for key, value in fields.items():
             if key in out:
                 if key in _CONTEXT_KEYS:
@@ -227,86 +188,38 @@ class EventShaper:
                 continue
             if key in trusted:
                 own[key] = value
-                if shadowed:
-                    untrusted.pop(key, None)
                 continue
             if key in _OWN_SKIP:
                 continue
             if type(value) is str and len(value) > MAX_VALUE_CHARS:
                 value = _cut(value)
-            own[key] = untrusted[key] = value
-        return _merge_redacted(out, own, untrusted)
-
-    def shape_access(
-        self,
-        logger_name: str,
-        level: str,
-        method: str,
-        route: str,
-        path: str,
-        status_code: int,
-        duration_ms: float,
-        client_ip: str | None,
-        request_id: str,
-        span_context: trace.SpanContext,
-    ) -> dict[str, Any]:
-        """Shape the web middleware's ``http_request`` access event.
-
-        The same dict as `shape_fields` gives for the access event's seven
-        fields (``method``, ``route``, ``status_code`` and ``duration_ms``
-        trusted), written out for those fixed keys: one access event per request
-        is the hottest log line there is.
-
-        Args:
-            logger_name: The ``logger`` key.
-            level: The ``level`` key.
-            method: The normalised method label.
-            route: The route template.
-            path: The raw path (redacted).
-            status_code: The response status.
-            duration_ms: The duration in milliseconds.
-            client_ip: The peer address (redacted).
-            request_id: The request id (bound, so not redacted, like any bound id).
-            span_context: The request span's context.
-        """
-        out, own = self._head(logger_name, level, "http_request", span_context)
-        bound = len(own)
-        if type(path) is str and len(path) > MAX_VALUE_CHARS:
-            path = _cut(path)
-        if type(client_ip) is str and len(client_ip) > MAX_VALUE_CHARS:
-            client_ip = _cut(client_ip)
-        # Assigned in the event's key order; a bound key of the same name keeps
-        # its place and takes the event's value (and trust).
-        own["method"] = method
-        own["route"] = route
-        own["path"] = path
-        own["status_code"] = status_code
-        own["duration_ms"] = duration_ms
-        own["client_ip"] = client_ip
-        if "request_id" in out:
-            out["request_id"] = request_id
-        else:
-            own["request_id"] = request_id
-        if bound:
-            untrusted = {k: v for k, v in own.items() if k not in _ACCESS_TRUSTED}
-        elif "request_id" in own:
-            untrusted = {"path": path, "client_ip": client_ip, "request_id": request_id}
-        else:
-            untrusted = {"path": path, "client_ip": client_ip}
-        return _merge_redacted(out, own, untrusted)
-
-
-def _merge_redacted(
-    out: dict[str, Any], own: dict[str, Any], untrusted: dict[str, Any]
-) -> dict[str, Any]:
-    """Put the redacted ``untrusted`` values into ``own``, then ``own`` after ``out``'s keys."""
-    if untrusted:
-        redacted = get_redactor().redact(untrusted)
-        if redacted is not untrusted:
-            for key in untrusted:
-                own[key] = redacted.get(key, REDACTED)
-    out.update(own)
-    return out
+            own[key] = value
+        if own:
+            redactor = get_redactor()
+            if not trusted:
+                out.update(redactor.redact(own))
+            else:
+                # Trust goes by key name, a bound key's too: the trusted keys are
+                # ones the library always passes, so a bound value of that name
+                # is replaced in place.
+                untrusted = {key: value for key, value in own.items() if key not in trusted}
+                if untrusted:
+                    redacted = redactor.redact(untrusted)
+                    if redacted is not untrusted:
+                        for key in untrusted:
+                            own[key] = redacted.get(key, REDACTED)
+                out.update(own)
+        exc_info = fields.get("exc_info")
+        if exc_info:
+            if self.structure_exceptions:
+                structured = structure_exception(exc_info)
+                if structured is not None:
+                    out["exception"] = structured
+            else:
+                out["exc_info"] = exc_info
+        if fields.get("stack_info"):
+            out["stack"] = _structure_stack()
+        return out
 
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 
 from kaleem_telemetry import logs
 from kaleem_telemetry.config import TelemetryConfig
@@ -341,6 +343,28 @@ class TestFormats:
 
         assert _lines(capsys)[0]["level"] == "debug"
 
+    def test_a_logger_already_used_follows_a_new_level(self, capsys):
+        """A logger cached at one level filters at the level configured later, both ways."""
+        _configure()
+        log = logs.get_logger("early")
+        log.debug("hidden")
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="debug")
+        log.debug("shown")
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="error")
+        log.warning("hidden too")
+        log.error("shown too")
+
+        assert [line["event"] for line in _lines(capsys)] == ["shown", "shown too"]
+
+    def test_a_call_below_the_level_is_filtered_by_the_logger(self):
+        """The logger itself filters (structlog's filtering bound logger), before any processor."""
+        _configure(KALEEM_TELEMETRY_LOG_LEVEL="warning")
+        log = logs.get_logger()
+
+        assert log.is_enabled_for(logging.WARNING)
+        assert not log.is_enabled_for(logging.INFO)
+        assert log.get_effective_level() == logging.WARNING
+
 
 class TestTaps:
     @pytest.mark.usefixtures("json_logs")
@@ -373,6 +397,16 @@ class TestTaps:
         assert "still printed" in events
 
 
+def test_internal_entry_points_are_not_exported():
+    """The access-event and Sentry-tap helpers stay importable but are not public names."""
+    from kaleem_telemetry import sentry
+
+    assert "emit_access" not in logs.__all__
+    assert "record_log" not in sentry.__all__
+    assert callable(logs.emit_access)
+    assert callable(sentry.record_log)
+
+
 def test_closed_stdout_does_not_raise(monkeypatch):
     """Writing to a closed stdout drops the line instead of raising into the caller."""
     _configure()
@@ -402,31 +436,151 @@ def test_repr_of_unknown_objects_is_redacted(capsys):
     assert password not in capsys.readouterr().out
 
 
-def _both_access_shapes(
-    bound: dict[str, Any], path: str, client_ip: str | None, request_id: str, span_context: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Shape one access event with shape_access and with shape_fields, timestamps removed."""
-    shaper = logs._PIPELINE.shaper
-    fields = {
-        "method": "GET",
-        "route": "/items/{item_id}",
-        "path": path,
-        "status_code": 404,
-        "duration_ms": 1.25,
-        "client_ip": client_ip,
-        "request_id": request_id,
-    }
-    trusted = frozenset({"method", "route", "status_code", "duration_ms"})
-    with telemetry_context(**bound):
-        fast = shaper.shape_access(
-            logs.ACCESS_LOGGER, "warning", *fields.values(), span_context=span_context
-        )
-        general = shaper.shape_fields(
-            logs.ACCESS_LOGGER, "warning", "http_request", fields, trusted, span_context
-        )
-    fast.pop("timestamp")
-    general.pop("timestamp")
-    return fast, general
+SPAN = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
+#: The ``trace_id`` and ``span_id`` of `SPAN`, as rendered.
+SPAN_IDS = '"trace_id":"00000000000000000000000000000abc","span_id":"0000000000000def"'
+#: The keys after the timestamp that every line of `_configure()` starts with.
+HEAD = '"service":"svc","environment":"test"'
+
+
+def _raw_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The written lines, byte for byte, each timestamp checked and replaced by ``T``."""
+    lines = capsys.readouterr().out.splitlines()
+    for line in lines:
+        assert TIMESTAMP.match(json.loads(line)["timestamp"])
+    return [re.sub(r'^\{"timestamp":"[^"]*"', '{"timestamp":"T"', line) for line in lines]
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestExactLines:
+    """Each kind of event, checked against the exact line it must write."""
+
+    def test_a_structlog_call(self, capsys):
+        """Head, span, context keys, bound then own keys (redacted, cut) in that order."""
+        with (
+            trace.use_span(NonRecordingSpan(SPAN)),
+            telemetry_context(request_id="r-1", tenant="t-9", note="bound"),
+        ):
+            logs.get_logger("orders").warning(
+                "order_created",
+                order_id=7,
+                note="client said password=hunter2",
+                merchant_id="m-2",
+                blob="x" * (MAX_VALUE_CHARS + 2),
+            )
+
+        assert _raw_lines(capsys) == [
+            '{"timestamp":"T","level":"warning","event":"order_created","logger":"orders",'
+            f'{HEAD},{SPAN_IDS},"request_id":"r-1","tenant":"t-9",'
+            '"note":"client said password=[REDACTED]","order_id":7,"merchant_id":"m-2",'
+            f'"blob":"{"x" * MAX_VALUE_CHARS}...[truncated 2 chars]"}}'
+        ]
+
+    def test_a_stdlib_record(self, capsys):
+        """A record's message, logger name, bound context and extra keys, redacted."""
+        with telemetry_context(request_id="r-1"):
+            logging.getLogger("payments").error(
+                "charge %s failed", "c-1", extra={"card": "4111 1111 1111 1111", "attempt": 2}
+            )
+
+        assert _raw_lines(capsys) == [
+            '{"timestamp":"T","level":"error","event":"charge c-1 failed","logger":"payments",'
+            f'{HEAD},"request_id":"r-1","card":"[REDACTED:card]","attempt":2}}'
+        ]
+
+    def test_a_library_event(self, capsys):
+        """An event key replaces a bound one in place; only untrusted keys are redacted."""
+        with telemetry_context(merchant_id="m-1", route="bound-route", tenant="t-9"):
+            logs.emit_event(
+                "kaleem_telemetry.jobs",
+                "warning",
+                "job_failed",
+                {
+                    "route": "/jobs/{id}",
+                    "path": "/jobs/1?token=" + "t" * 24,
+                    "request_id": "rid-1",
+                    "status_code": 500,
+                },
+                trusted=frozenset({"route", "status_code"}),
+                span_context=SPAN,
+            )
+
+        assert _raw_lines(capsys) == [
+            '{"timestamp":"T","level":"warning","event":"job_failed",'
+            f'"logger":"kaleem_telemetry.jobs",{HEAD},{SPAN_IDS},"merchant_id":"m-1",'
+            '"route":"/jobs/{id}","tenant":"t-9","path":"/jobs/1?token=[REDACTED]",'
+            '"request_id":"rid-1","status_code":500}'
+        ]
+
+    def test_an_access_event(self, capsys):
+        """The access event's seven keys in order; the path is redacted."""
+        logs.emit_access(
+            "info", "GET", "/items/{item_id}", "/items/42?password=hunter2", 200, 1.25,
+            "10.0.0.1", "rid-1", SPAN,
+        )  # fmt: skip
+
+        assert _raw_lines(capsys) == [
+            '{"timestamp":"T","level":"info","event":"http_request",'
+            f'"logger":"kaleem_telemetry.access",{HEAD},{SPAN_IDS},"method":"GET",'
+            '"route":"/items/{item_id}","path":"/items/42?password=[REDACTED]",'
+            '"status_code":200,"duration_ms":1.25,"client_ip":"10.0.0.1","request_id":"rid-1"}'
+        ]
+
+    def test_an_access_event_under_bound_keys_of_its_names(self, capsys):
+        """Bound keys keep their place and take the event's values; the bound id is replaced."""
+        with telemetry_context(
+            request_id="rid-0", tenant="t-9", method="m", path="bound", note="password=hunter2"
+        ):
+            logs.emit_access(
+                "warning", "POST", "/items", "/x" * (MAX_VALUE_CHARS // 2 + 5), 404, 0.5,
+                "password=hunter2", "rid-2", INVALID_SPAN_CONTEXT,
+            )  # fmt: skip
+
+        assert _raw_lines(capsys) == [
+            '{"timestamp":"T","level":"warning","event":"http_request",'
+            f'"logger":"kaleem_telemetry.access",{HEAD},"request_id":"rid-2","tenant":"t-9",'
+            f'"method":"POST","path":"{"/x" * (MAX_VALUE_CHARS // 2)}...[truncated 10 chars]",'
+            '"note":"password=[REDACTED]","route":"/items","status_code":404,"duration_ms":0.5,'
+            '"client_ip":"password=[REDACTED]"}'
+        ]
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        bound=st.dictionaries(
+            st.sampled_from(["request_id", "merchant_id", "path", "route", "x", "token"]),
+            st.text(max_size=30),
+            max_size=4,
+        ),
+        path=st.text(max_size=40),
+        client_ip=st.none() | st.text(max_size=20),
+        request_id=st.text(min_size=1, max_size=20),
+    )
+    def test_any_access_event_keeps_its_keys_order_and_trusted_values(
+        self, bound, path, client_ip, request_id
+    ):
+        """Any bound context, path, address or id: the keys in contract order, ids as given."""
+        seen: list[dict[str, Any]] = []
+        remove = logs.add_tap(lambda event, _exc_info: seen.append(dict(event)))
+        try:
+            with telemetry_context(**bound):
+                logs.emit_access(
+                    "info", "GET", "/r/{id}", path, 200, 2.5, client_ip, request_id, SPAN
+                )  # fmt: skip
+        finally:
+            remove()
+
+        [line] = seen
+        access = ["method", "route", "path", "status_code", "duration_ms", "client_ip"]
+        context = [k for k in bound if k in ("request_id", "merchant_id", "user_id")]
+        own = [k for k in bound if k not in context] + [k for k in access if k not in bound]
+        if "request_id" not in bound:
+            own.append("request_id")
+        assert list(line) == [*LEADING_KEYS, "trace_id", "span_id", *context, *own]
+        assert (line["method"], line["route"], line["status_code"]) == ("GET", "/r/{id}", 200)
+        assert line["duration_ms"] == 2.5
+        if "request_id" in bound:
+            # A bound id is not redacted, and the event's replaces it.
+            assert line["request_id"] == request_id
 
 
 @pytest.mark.usefixtures("json_logs")
@@ -455,82 +609,6 @@ class TestEmitEvent:
         logs.emit_event("x", "debug", "hidden", {})
 
         assert _lines(capsys) == []
-
-    def test_shape_fields_matches_the_structlog_shape(self):
-        """shape_fields() gives what the shaper gives the same event as a dict, keys in order."""
-        shaper = logs._PIPELINE.shaper
-        token = "tok" + "z" * 20
-        fields = {
-            "route": "/items/{item_id}",
-            "path": f"/reset?token={token}",
-            "request_id": "rid-1",
-            "note": "client said password=hunter2",
-            "status_code": 200,
-        }
-        with telemetry_context(merchant_id="m-1", tenant="t-9"):
-            fast = shaper.shape_fields("access", "info", "http_request", fields)
-            slow = shaper(None, "info", {"event": "http_request", "logger": "access", **fields})
-
-        fast.pop("timestamp")
-        slow.pop("timestamp")
-        assert list(fast.items()) == list(slow.items())
-        assert token not in fast["path"]
-        assert "hunter2" not in fast["note"]
-        assert fast["merchant_id"] == "m-1"
-        assert fast["request_id"] == "rid-1"
-
-    @pytest.mark.parametrize(
-        "bound",
-        [
-            {},
-            {"request_id": "rid-1"},
-            {"request_id": "rid-1", "merchant_id": "m-1", "tenant": "t-9"},
-            {"request_id": "rid-1", "path": "bound-path", "method": "bound-method"},
-            {"request_id": "rid-1", "note": "password=hunter2", "user_id": "u-1"},
-            {"merchant_id": "m-1"},
-        ],
-    )
-    @pytest.mark.parametrize(
-        ("path", "client_ip", "request_id"),
-        [
-            ("/items/42", "127.0.0.1", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b"),
-            ("/reset/token=" + "t" * 30, "password=hunter2", "AKIA" + "B" * 16),
-            ("/x" * (MAX_VALUE_CHARS // 2 + 5), None, "rid-2"),
-            ('{"password": "hunter2"}', "::1", "r"),
-        ],
-    )
-    def test_shape_access_matches_shape_fields(self, bound, path, client_ip, request_id):
-        """The access shaper gives exactly what shape_fields gives the access event."""
-        from opentelemetry.trace import SpanContext, TraceFlags
-
-        span_context = SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(1))
-        fast, general = _both_access_shapes(bound, path, client_ip, request_id, span_context)
-
-        assert list(fast.items()) == list(general.items())
-        assert "hunter2" not in json.dumps(fast)
-
-    @settings(max_examples=60, deadline=None)
-    @given(
-        bound=st.dictionaries(
-            st.sampled_from(["request_id", "merchant_id", "path", "route", "x", "token"]),
-            st.text(max_size=30),
-            max_size=4,
-        ),
-        path=st.text(max_size=40),
-        client_ip=st.none() | st.text(max_size=20),
-        request_id=st.text(min_size=1, max_size=20),
-    )
-    def test_shape_access_matches_shape_fields_for_any_input(
-        self, bound, path, client_ip, request_id
-    ):
-        """Any bound context and any path, address or id: the two shapers agree."""
-        from opentelemetry.trace import INVALID_SPAN_CONTEXT
-
-        fast, general = _both_access_shapes(
-            bound, path, client_ip, request_id, INVALID_SPAN_CONTEXT
-        )
-
-        assert list(fast.items()) == list(general.items())
 
     def test_emit_access_writes_one_access_line(self, capsys):
         """emit_access() writes the access event through the pipeline, redacted."""
