@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import structlog
 
 from kaleem_telemetry._guard import internal_errors, report_internal_error
-from kaleem_telemetry.processors import EventShaper, render_json
+from kaleem_telemetry._processors import EventShaper, render_json
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -34,15 +34,7 @@ if TYPE_CHECKING:
 
     from kaleem_telemetry.config import TelemetryConfig
 
-__all__ = [
-    "ACCESS_LOGGER",
-    "LogTap",
-    "add_tap",
-    "configure_logging",
-    "emit_event",
-    "get_logger",
-    "reset_for_tests",
-]
+__all__ = ["get_logger"]
 
 #: The logger name of the web middleware's one-per-request ``http_request`` event.
 ACCESS_LOGGER = "kaleem_telemetry.access"

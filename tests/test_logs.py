@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 
 from kaleem_telemetry import logs
+from kaleem_telemetry._processors import MAX_VALUE_CHARS, format_timestamp
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.context import bind_context, telemetry_context
-from kaleem_telemetry.processors import MAX_VALUE_CHARS, format_timestamp
 from kaleem_telemetry.redaction import Redactor, set_redactor
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
