@@ -370,20 +370,28 @@ def _cannot_match(s: str) -> bool:
 _SHORTEST_HIT = 5
 #: First characters of a string the walk parses as JSON.
 _JSON_OPENERS = ("{", "[")
+#: First characters that prove a string is no JSON document (see `_redact_str`):
+#: printable ASCII except the openers. Anything else is left to `_redact_str`.
+_PLAIN_FIRST = frozenset(map(chr, range(0x21, 0x7F))) - frozenset(_JSON_OPENERS)
 
 # Values that can never hold a secret worth hiding and are returned unchanged.
 _ATOMIC: frozenset[type] = frozenset({int, float, bool, type(None), complex})
 
 
-class _Budget:
-    """The per-call limits on work: container entries, characters, and the path."""
+# The per-call limits on work, one list per call: ``[items, chars, path]``, the
+# container entries and the characters still allowed, and the ids of the
+# containers being walked (the path from the root, at most ``max_depth`` long,
+# so a list is cheaper than a set). A list because it is built on every call,
+# and building one costs a fraction of a class instance's ``__init__``.
+_Budget = list[Any]
+_ITEMS = 0
+_CHARS = 1
+_PATH = 2
 
-    __slots__ = ("chars", "items", "seen")
 
-    def __init__(self) -> None:
-        self.items = _ITEM_BUDGET
-        self.chars = _CHAR_BUDGET
-        self.seen: set[int] = set()
+def _budget() -> _Budget:
+    """Return a fresh budget with an empty path."""
+    return [_ITEM_BUDGET, _CHAR_BUDGET, []]
 
 
 _ContainerWalk = Callable[[Any, int, _Budget], Any]
@@ -539,56 +547,14 @@ class Redactor:
             Never raises.
         """
         try:
-            if type(value) is dict and self._plain(value):
-                return value
-            return self._walk(value, 0, _Budget())
+            if type(value) is dict:
+                # The shape of nearly every log event: straight into the dict
+                # walk, entered as `_enter` would at depth 0 (where no limit
+                # can apply yet), to save two calls on the hot path.
+                return self._walk_dict(value, 1, None)
+            return self._walk(value, 0, _budget())
         except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
             return _fail_closed()
-
-    def _plain(self, value: dict[Any, Any]) -> bool:
-        """Tell cheaply that a flat ``dict`` holds nothing to hide.
-
-        The shape of nearly every log event: string keys that are not secret,
-        numbers, and short strings the scan pre-check clears. Anything else (a
-        nested container, a long or JSON-looking string, a secret key) answers
-        ``False`` and takes the full walk, which this must agree with.
-        """
-        if len(value) > self._max_items:
-            return False
-        cached = self._key_cache.get
-        limit = self._max_string
-        triggers = _SCAN_TRIGGERS
-        card_run = _CARD_RUN.search
-        chars = 0
-        for key, item in dict.items(value):
-            if type(key) is not str:
-                return False
-            secret = cached(key)
-            if secret is None:
-                secret = self._is_secret_str(key)
-            if secret:
-                return False
-            kind = type(item)
-            if kind is str:
-                size = len(item)
-                if size > limit:
-                    return False
-                # Under five characters the walk scans nothing (see _redact_str).
-                if size >= _SHORTEST_HIT:
-                    # _cannot_match(), inlined: this runs for every value logged.
-                    if not triggers.isdisjoint(item):
-                        return False
-                    if size >= _CARD_MIN_DIGITS and card_run(item) is not None:
-                        return False
-                    # A JSON document is parsed by the walk, and its escapes
-                    # ("\\u0041") can spell what the raw text does not.
-                    first = item[0]
-                    if first in _JSON_OPENERS or first.isspace():
-                        return False
-                chars += size
-            elif kind not in _ATOMIC:
-                return False
-        return chars <= _CHAR_BUDGET
 
     def redact_string(self, s: str) -> str:
         """Return *s* with every secret pattern and secret ``key=value`` hidden.
@@ -610,7 +576,7 @@ class Redactor:
         try:
             if not _is_str(s):
                 return _UNREADABLE
-            return self._redact_str(s, 0, _Budget())
+            return self._redact_str(s, 0, _budget())
         except Exception:  # noqa: BLE001 - fail closed; see _fail_closed().
             return _fail_closed()
 
@@ -772,35 +738,52 @@ class Redactor:
         if depth >= self._max_depth:
             return _TRUNCATED_DEPTH
         ident = id(value)
-        seen = budget.seen
-        if ident in seen:
+        path = budget[_PATH]
+        if ident in path:
             return _CYCLE
-        if budget.items <= 0:
+        if budget[_ITEMS] <= 0:
             return _TRUNCATED_BUDGET
-        seen.add(ident)
+        path.append(ident)
         try:
             return walk(value, depth + 1, budget)
         finally:
-            seen.discard(ident)
+            path.pop()
 
-    def _walk_dict(self, value: dict[Any, Any], depth: int, budget: _Budget) -> Any:
-        """Redact a ``dict`` (or subclass) through ``dict``'s own methods."""
+    def _walk_dict(self, value: dict[Any, Any], depth: int, budget: _Budget | None) -> Any:
+        """Redact a ``dict`` (or subclass) through ``dict``'s own methods.
+
+        Most values logged are atomic or short strings under plain keys, so
+        those are settled here without a call: a string is charged to the
+        budget and kept as it is when `_redact_str` could only return it
+        unchanged (too short to hold a hit, or cleared by the scan pre-check
+        and neither cut nor parsed as JSON); anything else goes to it.
+
+        ``budget=None`` is the root of a `redact` call: the budget is built
+        only when a value needs a call, since most events never do.
+        """
         size = len(value)
-        budget.items -= size
+        # The characters still allowed, kept in a local while strings are
+        # settled here and handed back to the budget around every call.
+        if budget is None:
+            chars = _CHAR_BUDGET
+        else:
+            budget[_ITEMS] -= size
+            chars = budget[_CHARS]
         items: Iterable[tuple[Any, Any]] = dict.items(value)
         truncated = size > self._max_items
         if truncated:
             items = itertools.islice(items, self._max_items)
         out: dict[Any, Any] | None = None
         cached = self._key_cache.get
-        is_secret = self._is_secret_str
-        redact_str = self._redact_str
-        walk = self._walk
+        limit = self._max_string
+        plain_first = _PLAIN_FIRST
+        triggers = _SCAN_TRIGGERS
+        card_run = _CARD_RUN.search
         for key, item in items:
             if type(key) is str:
                 secret = cached(key)
                 if secret is None:
-                    secret = is_secret(key)
+                    secret = self._is_secret_str(key)
             elif isinstance(key, (str, bytes, bytearray)):
                 secret = self.is_secret_key(key)
             else:
@@ -810,11 +793,29 @@ class Redactor:
             else:
                 kind = type(item)
                 if kind is str:
-                    new = redact_str(item, depth, budget)
+                    length = len(item)
+                    if chars >= length and (
+                        length < _SHORTEST_HIT
+                        or (
+                            length <= limit
+                            and item[0] in plain_first
+                            and triggers.isdisjoint(item)
+                            and (length < _CARD_MIN_DIGITS or card_run(item) is None)
+                        )
+                    ):
+                        chars -= length
+                        continue
                 elif kind in _ATOMIC:
                     continue
+                if budget is None:
+                    budget = [_ITEM_BUDGET - size, chars, [id(value)]]
                 else:
-                    new = walk(item, depth, budget)
+                    budget[_CHARS] = chars
+                if kind is str:
+                    new = self._redact_str(item, depth, budget)
+                else:
+                    new = self._walk(item, depth, budget)
+                chars = budget[_CHARS]
             if new is not item:
                 if out is None:
                     out = dict(itertools.islice(dict.items(value), self._max_items))
@@ -823,6 +824,8 @@ class Redactor:
             if out is None:
                 out = dict(itertools.islice(dict.items(value), self._max_items))
             out["[TRUNCATED]"] = f"{size - self._max_items} more items"
+        if budget is not None:
+            budget[_CHARS] = chars
         if out is None:
             return value
         return out
@@ -830,7 +833,7 @@ class Redactor:
     def _walk_mapping(self, value: Mapping[Any, Any], depth: int, budget: _Budget) -> Any:
         """Redact a non-``dict`` mapping into a plain ``dict`` when something changed."""
         size = len(value)
-        budget.items -= size
+        budget[_ITEMS] -= size
         pairs = list(itertools.islice(value.items(), self._max_items))
         changed = size > self._max_items
         out: dict[Any, Any] = {}
@@ -847,7 +850,7 @@ class Redactor:
     def _walk_collection(self, value: Any, depth: int, budget: _Budget) -> Any:
         """Redact a list, tuple, set or frozenset, keeping its type where possible."""
         size = len(value)
-        budget.items -= size
+        budget[_ITEMS] -= size
         walk = self._walk
         changed = size > self._max_items
         out = []
@@ -876,8 +879,8 @@ class Redactor:
     def _redact_str(self, s: str, depth: int, budget: _Budget) -> str:
         """Redact one string: cut it to ``max_string``, parse JSON, scan patterns."""
         size = len(s)
-        budget.chars -= size
-        if budget.chars < 0:
+        budget[_CHARS] -= size
+        if budget[_CHARS] < 0:
             return _TRUNCATED_BUDGET
         if size > self._max_string:
             return self._scan(_cut(s, self._max_string)) + f"[TRUNCATED:{size} chars]"
