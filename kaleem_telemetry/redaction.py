@@ -71,14 +71,7 @@ from urllib.parse import quote, unquote_plus
 from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry.exceptions import TelemetryConfigError
 
-__all__ = [
-    "REDACTED",
-    "Redactor",
-    "get_redactor",
-    "redact",
-    "redact_attributes",
-    "set_redactor",
-]
+__all__ = ["Redactor", "get_redactor", "redact", "set_redactor"]
 
 #: What a hidden value is replaced with (a pattern hit appends its kind: ``[REDACTED:jwt]``).
 REDACTED = "[REDACTED]"
