@@ -24,6 +24,7 @@ __all__ = [
     "FUNCTION_BUCKETS",
     "HTTP_BUCKETS",
     "JOB_BUCKETS",
+    "METRICS_UNAUTHORIZED",
     "SERIES_OVERFLOW",
     "SPANS_DROPPED",
     "MetricSpec",
@@ -135,6 +136,16 @@ SPANS_DROPPED = MetricSpec(
     recorded_by="the tracing pipeline",
 )
 """Registered by the tracing pipeline itself, on the default registry."""
+
+METRICS_UNAUTHORIZED = MetricSpec(
+    name="telemetry_metrics_unauthorized_total",
+    kind="counter",
+    help="Requests to /metrics refused for a missing or wrong bearer token.",
+    labels=(),
+    signal="telemetry",
+    recorded_by="the /metrics apps and server",
+)
+"""Registered by the exposition apps on the default registry at their first refusal."""
 
 FAMILIES: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -341,7 +352,12 @@ FAMILIES: tuple[MetricSpec, ...] = (
 )
 """The labelled, capped families `TelemetryMetrics` creates, in the docs' order."""
 
-ALL_METRICS: tuple[MetricSpec, ...] = (*FAMILIES, SERIES_OVERFLOW, SPANS_DROPPED)
+ALL_METRICS: tuple[MetricSpec, ...] = (
+    *FAMILIES,
+    SERIES_OVERFLOW,
+    SPANS_DROPPED,
+    METRICS_UNAUTHORIZED,
+)
 """Every family kaleem_telemetry exposes (prometheus_client's own collectors aside)."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from opentelemetry import trace
 
+from kaleem_telemetry._guard import report_internal_error
+
 __all__ = [
     "bind_context",
     "clear_context",
@@ -97,7 +99,8 @@ def bind_context(**values: Any) -> None:
 
     A value of ``None`` unbinds that key. The values are also set on the current
     span, if one is recording, and on the request's server span when the
-    current span is one of its children.
+    current span is one of its children. Setting them on spans never raises: a
+    value whose ``__str__`` raises is bound but left off the spans.
 
     Args:
         **values: Keys and values to bind, for example ``merchant_id="m-42"``.
@@ -145,9 +148,17 @@ class _BoundValues:
 
     def __enter__(self) -> dict[str, Any]:
         merged = _merged(_CONTEXT.get(), self._values)
-        self._token = _CONTEXT.set(merged)
-        _set_on_current_span(self._values)
-        return dict(merged)
+        token = _CONTEXT.set(merged)
+        try:
+            _set_on_current_span(self._values)
+            bound = dict(merged)
+        except BaseException:
+            # The ``with`` body never runs, so neither does __exit__: undo the
+            # binding here or a later, unrelated job would log these values.
+            _CONTEXT.reset(token)
+            raise
+        self._token = token
+        return bound
 
     def __exit__(self, *_exc: object) -> None:
         if self._token is not None:
@@ -176,7 +187,8 @@ def span_attributes(values: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return the span attributes for ``values`` (default: the bound context).
 
     Known keys get their semantic-convention names; other keys keep their own.
-    Values that are not a str, bool, int or float are turned into strings.
+    Values that are not a str, bool, int or float are turned into strings; a
+    value whose ``__str__`` raises is left out (and logged as an internal error).
 
     Args:
         values: The context values; the current context when ``None``.
@@ -187,7 +199,11 @@ def span_attributes(values: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if value is None:
             continue
         if not isinstance(value, str | bool | int | float):
-            value = str(value)
+            try:
+                value = str(value)
+            except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+                report_internal_error("context span attribute")
+                continue
         out[SPAN_ATTRIBUTE_NAMES.get(key, key)] = value
     return out
 
@@ -243,17 +259,22 @@ def _merged(current: Mapping[str, Any], values: Mapping[str, Any]) -> Mapping[st
 
 
 def _set_on_current_span(values: Mapping[str, Any]) -> None:
-    span = trace.get_current_span()
-    request = _REQUEST.get()
-    server = getattr(request, "span", None) if request is not None else None
-    candidates = (span,) if server is None or server is span else (span, server)
-    targets = [s for s in candidates if s.is_recording()]
-    if not targets:
-        return
-    attributes = span_attributes({k: v for k, v in values.items() if v is not None})
-    if attributes:
-        from kaleem_telemetry.redaction import redact_attributes
+    # Called after the values are bound: raising here would leave them bound while
+    # the caller is told the call failed, so a failure costs the spans, never the call.
+    try:
+        span = trace.get_current_span()
+        request = _REQUEST.get()
+        server = getattr(request, "span", None) if request is not None else None
+        candidates = (span,) if server is None or server is span else (span, server)
+        targets = [s for s in candidates if s.is_recording()]
+        if not targets:
+            return
+        attributes = span_attributes({k: v for k, v in values.items() if v is not None})
+        if attributes:
+            from kaleem_telemetry.redaction import redact_attributes
 
-        redacted = redact_attributes(attributes)
-        for target in targets:
-            target.set_attributes(redacted)
+            redacted = redact_attributes(attributes)
+            for target in targets:
+                target.set_attributes(redacted)
+    except Exception:  # noqa: BLE001 - the guard logs it; the caller must not see it.
+        report_internal_error("context span attributes")

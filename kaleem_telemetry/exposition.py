@@ -8,7 +8,10 @@ of every worker with a fresh `MultiProcessCollector` registry.
 
 With a bearer token (the ``token`` argument, else ``KALEEM_TELEMETRY_METRICS_TOKEN``
 as configured by `setup_telemetry()` or read from the environment), a request
-without ``Authorization: Bearer <token>`` gets ``401``.
+without ``Authorization: Bearer <token>`` gets ``401``. Each refusal is counted in
+``telemetry_metrics_unauthorized_total`` (on the default registry), and each app
+logs a warning at most once a minute saying how many it refused since its last
+one and the client address, never the token that was sent.
 
 A process without a web server of its own serves these with
 `kaleem_telemetry.start_metrics_server`.
@@ -21,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hmac
+import logging
 import os
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,8 +35,11 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from kaleem_telemetry import _compat
 from kaleem_telemetry import metrics as _metrics
 from kaleem_telemetry._asgi_endpoints import send_response, serve_lifespan
+from kaleem_telemetry._guard import internal_errors
+from kaleem_telemetry._metric_specs import METRICS_UNAUTHORIZED
 from kaleem_telemetry._types import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 
 __all__ = ["metrics_asgi_app", "metrics_wsgi_app"]
@@ -39,6 +48,12 @@ _TOKEN_ENV = "KALEEM_TELEMETRY_METRICS_TOKEN"
 # The token `setup_telemetry()` configured; apps made without one of their own use it.
 _CONFIGURED_TOKEN: str | None = None
 _UNAUTHORIZED = b"Unauthorized: send the metrics token as 'Authorization: Bearer <token>'.\n"
+_LOGGER = logging.getLogger("kaleem_telemetry.metrics")
+# At most one warning per app per interval: a scanner sending thousands of wrong
+# tokens must cost one log line a minute, not one per request.
+_REFUSAL_LOG_INTERVAL_SECONDS = 60.0
+_REFUSED_COUNTER: Any = None
+_REFUSED_COUNTER_LOCK = threading.Lock()
 
 
 def configure_token(token: str | None) -> None:
@@ -64,6 +79,65 @@ def _authorized(token: str | None, authorization: str | None) -> bool:
         return False
     # Constant-time: the comparison must not reveal how much of the token matched.
     return hmac.compare_digest(supplied.strip().encode(), expected.encode())
+
+
+class _Refusals:
+    """Count one app's refused requests and log them, at most once per interval.
+
+    The first refusal is logged at once; the ones after it are added up and
+    logged with the next refusal that comes at least an interval later.
+    """
+
+    __slots__ = ("_last", "_lock", "_pending")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._last: float | None = None
+
+    def refused(self, client: str | None) -> None:
+        """Record one refused request from ``client`` (an address, or ``None``)."""
+        with internal_errors("metrics refusal"):
+            _refused_counter().inc()
+            now = time.monotonic()
+            with self._lock:
+                self._pending += 1
+                if self._last is not None and now - self._last < _REFUSAL_LOG_INTERVAL_SECONDS:
+                    return
+                count, self._pending, self._last = self._pending, 0, now
+            # Never the Authorization header: a near-miss token is a secret too.
+            _LOGGER.warning(
+                "Refused %d /metrics request(s) without the right bearer token since the "
+                "last such warning (latest from %s); %s counts them.",
+                count,
+                client or "an unknown address",
+                METRICS_UNAUTHORIZED.name,
+            )
+
+
+def _refused_counter() -> Any:
+    global _REFUSED_COUNTER
+    counter = _REFUSED_COUNTER
+    if counter is not None:
+        return counter
+    with _REFUSED_COUNTER_LOCK:
+        if _REFUSED_COUNTER is None:
+            _REFUSED_COUNTER = _register_refused_counter()
+        return _REFUSED_COUNTER
+
+
+def _register_refused_counter() -> Any:
+    try:
+        collector = _metrics.create_metric(METRICS_UNAUTHORIZED)
+        REGISTRY.register(collector)
+        return collector
+    except ValueError:
+        # Already registered in this process (a module reload); reuse that one, or
+        # count in an unregistered one where it cannot be found.
+        collector = _compat.registered_collector(REGISTRY, METRICS_UNAUTHORIZED.base_name)
+        if collector is None:
+            collector = _metrics.create_metric(METRICS_UNAUTHORIZED)
+        return collector
 
 
 def _scrape_registry(registry: CollectorRegistry | None) -> CollectorRegistry:
@@ -115,6 +189,7 @@ def metrics_asgi_app(
         token: The bearer token to require; None means the configured
             ``KALEEM_TELEMETRY_METRICS_TOKEN``, if any.
     """
+    refusals = _Refusals()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -124,6 +199,8 @@ def metrics_asgi_app(
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if not _authorized(token, headers.get("authorization")):
+            client = scope.get("client")
+            refusals.refused(str(client[0]) if client else None)
             await send_response(
                 send,
                 401,
@@ -156,9 +233,11 @@ def metrics_wsgi_app(
         token: The bearer token to require; None means the configured
             ``KALEEM_TELEMETRY_METRICS_TOKEN``, if any.
     """
+    refusals = _Refusals()
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not _authorized(token, environ.get("HTTP_AUTHORIZATION")):
+            refusals.refused(environ.get("REMOTE_ADDR") or None)
             start_response(
                 "401 Unauthorized",
                 [("Content-Type", "text/plain; charset=utf-8"), ("WWW-Authenticate", "Bearer")],

@@ -11,8 +11,9 @@
   Sentry adds no ``sentry-trace``/``baggage`` headers to outgoing calls: the W3C
   propagators of OpenTelemetry own that;
 * the redactor runs as ``before_send`` and ``before_breadcrumb`` over request data,
-  headers, cookies, query strings, extra, contexts, breadcrumbs, messages and
-  frame locals, with ``send_default_pii=False``;
+  headers, cookies, query strings, extra, contexts, breadcrumbs, messages,
+  frame locals and source lines, and hides the value after a secret-looking
+  command-line flag in ``sys.argv``, with ``send_default_pii=False``;
 * an exception is reported once, however many of Sentry's framework
   integrations, our middleware and our log hook see it;
 * log events of level info and above become breadcrumbs, and an error log that
@@ -44,7 +45,7 @@ from kaleem_telemetry import _compat
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.context import current_request, get_context
 from kaleem_telemetry.logs import ACCESS_LOGGER
-from kaleem_telemetry.redaction import get_redactor
+from kaleem_telemetry.redaction import REDACTED, get_redactor
 
 if TYPE_CHECKING:
     from kaleem_telemetry.config import TelemetryConfig
@@ -553,6 +554,9 @@ def _redact_event(event: dict[str, Any]) -> None:
         if isinstance(request.get("headers"), Mapping):
             request["headers"] = redactor.redact_headers(request["headers"])
         event["request"] = redactor.redact(request)
+    extra = event.get("extra")
+    if isinstance(extra, dict) and isinstance(extra.get("sys.argv"), list):
+        event["extra"] = {**extra, "sys.argv": _redact_argv(extra["sys.argv"])}
     for key in ("extra", "breadcrumbs", "logentry", "tags", "user"):
         if key in event:
             event[key] = redactor.redact(event[key])
@@ -575,6 +579,48 @@ def _redact_event(event: dict[str, Any]) -> None:
             for frame in frames:
                 if "vars" in frame:
                     frame["vars"] = redactor.redact(frame["vars"])
+                # Source context: a line such as ``DSN = "postgres://app:pw@db"``
+                # carries the secret the frame's locals had hidden.
+                if isinstance(frame.get("context_line"), str):
+                    frame["context_line"] = redactor.redact_string(frame["context_line"])
+                for name in ("pre_context", "post_context"):
+                    lines = frame.get(name)
+                    if isinstance(lines, list):
+                        frame[name] = [
+                            redactor.redact_string(line) if isinstance(line, str) else line
+                            for line in lines
+                        ]
+
+
+def _redact_argv(argv: list[Any]) -> list[Any]:
+    """Hide the value of every secret-looking flag in a command line.
+
+    ``--db-password VALUE``, ``--token=VALUE`` and ``-password VALUE`` are caught:
+    a flag's name without its dashes is checked with the redactor's key policy,
+    and the value is the part after ``=`` or else the next argument (unless that
+    starts with ``--``, another flag). A single-letter flag (``-p``) is left
+    alone: it means a port as often as a password. The pattern scan over
+    ``extra`` still runs over every argument afterwards.
+    """
+    redactor = get_redactor()
+    out: list[Any] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            hide_next = False
+            if isinstance(arg, str) and not arg.startswith("--"):
+                out.append(REDACTED)
+                continue
+        if isinstance(arg, str) and arg.startswith("-"):
+            flag, sep, _value = arg.partition("=")
+            name = flag.lstrip("-")
+            if len(name) > 1 and redactor.is_secret_key(name):
+                if sep:
+                    out.append(f"{flag}={REDACTED}")
+                    continue
+                hide_next = True
+        out.append(arg)
+    return out
 
 
 def _exc_info(value: Any) -> ExcInfo | None:

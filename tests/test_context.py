@@ -2,10 +2,13 @@ import asyncio
 import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from kaleem_telemetry import context as context_module
+from kaleem_telemetry import tracing
 from kaleem_telemetry.context import (
     bind_context,
     clear_context,
@@ -185,3 +188,130 @@ class TestSpanAttributes:
         assert span.attributes is not None
         assert span.attributes["merchant.id"] == "m-9"
         assert span.attributes["enduser.id"] == "u-9"
+
+
+class _RaisingStr:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class _RaisingRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _RaisingEverything:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+class _RaisingHashStr(str):
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+
+_HOSTILE = [_RaisingStr, _RaisingRepr, _RaisingEverything]
+
+
+class TestHostileValues:
+    @pytest.mark.parametrize("hostile", _HOSTILE)
+    def test_telemetry_context_binds_and_unbinds_inside_a_recording_span(
+        self, span_exporter: Any, hostile: type
+    ) -> None:
+        """A value whose __str__/__repr__/__hash__ raises: the block runs and restores."""
+        value = hostile()
+        with tracing.get_tracer().start_as_current_span("job"):
+            with telemetry_context(merchant_id="m-bad", blob=value) as bound:
+                inside = get_context()
+                with tracing.get_tracer().start_as_current_span("child"):
+                    pass
+            after_block = get_context()
+        later = get_context()
+
+        assert bound["merchant_id"] == "m-bad"
+        assert bound["blob"] is value
+        assert inside["merchant_id"] == "m-bad"
+        assert inside["blob"] is value
+        assert after_block == {}
+        assert later == {}
+        spans = {s.name: s for s in span_exporter.get_finished_spans()}
+        assert sorted(spans) == ["child", "job"]
+        # The readable value still reaches both spans; the unreadable one is left off.
+        for name in ("job", "child"):
+            assert spans[name].attributes["merchant.id"] == "m-bad"
+            assert "blob" not in spans[name].attributes
+
+    @pytest.mark.parametrize("hostile", _HOSTILE)
+    def test_bind_context_returns_inside_a_recording_span(
+        self, span_exporter: Any, hostile: type
+    ) -> None:
+        """bind_context() with an unreadable value binds it and does not raise."""
+        value = hostile()
+        with telemetry_context(request_id="r-1"), tracing.get_tracer().start_as_current_span("op"):
+            bind_context(merchant_id="m-2", blob=value)
+            inside = get_context()
+        later = get_context()
+
+        assert inside == {"request_id": "r-1", "merchant_id": "m-2", "blob": value}
+        assert later == {}
+        (span,) = span_exporter.get_finished_spans()
+        assert span.name == "op"
+        assert span.attributes["merchant.id"] == "m-2"
+        assert "blob" not in span.attributes
+
+    def test_str_subclass_with_a_raising_hash(self, span_exporter: Any) -> None:
+        """A str value whose __hash__ raises is bound, set on the span and unbound."""
+        value = _RaisingHashStr("m-3")
+        with tracing.get_tracer().start_as_current_span("op"), telemetry_context(merchant_id=value):
+            inside = get_context()
+        later = get_context()
+
+        assert inside["merchant_id"] is value
+        assert later == {}
+        (span,) = span_exporter.get_finished_spans()
+        assert span.name == "op"
+
+    def test_a_later_job_does_not_see_the_values(self, span_exporter: Any) -> None:
+        """After a block with an unreadable value, the next job on the thread starts clean."""
+
+        def job(merchant: str, extra: object) -> dict[str, object]:
+            with (
+                tracing.get_tracer().start_as_current_span("job"),
+                telemetry_context(merchant_id=merchant, extra=extra),
+            ):
+                pass
+            return get_context()
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(job, "m-first", _RaisingEverything()).result()
+            later = pool.submit(get_context).result()
+
+        assert later == {}
+
+    def test_enter_restores_the_context_if_it_fails(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """If entering fails (even with a BaseException), nothing stays bound."""
+
+        def interrupted(_values: object) -> None:
+            raise KeyboardInterrupt
+
+        bind_context(merchant_id="outer")
+        monkeypatch.setattr(context_module, "_set_on_current_span", interrupted)
+        with pytest.raises(KeyboardInterrupt), telemetry_context(merchant_id="inner"):
+            pass
+
+        assert get_context() == {"merchant_id": "outer"}
+
+    def test_span_attributes_leaves_out_an_unreadable_value(self) -> None:
+        """span_attributes() skips a value whose __str__ raises and keeps the others."""
+        assert span_attributes({"merchant_id": "m", "blob": _RaisingStr()}) == {"merchant.id": "m"}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from kaleem_telemetry import exposition
 from kaleem_telemetry._metrics_server import MetricsServer, configure_metrics, start_metrics_server
@@ -182,7 +183,7 @@ def _call_wsgi(app: Any, extra: dict[str, str]) -> tuple[str, dict[str, str], by
 
 
 async def _call_asgi(
-    app: Any, headers: list[tuple[bytes, bytes]], method: str = "GET"
+    app: Any, headers: list[tuple[bytes, bytes]], method: str = "GET", **scope_extra: Any
 ) -> tuple[int, dict[bytes, bytes], bytes]:
     sent: list[dict[str, Any]] = []
 
@@ -193,6 +194,7 @@ async def _call_asgi(
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": "/metrics", "headers": headers}
+    scope.update(scope_extra)
     await app(scope, receive, send)
     return (
         sent[0]["status"],
@@ -284,3 +286,108 @@ class TestChildExit:
         exposition.child_exit(None, Worker())
 
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+WRONG_TOKEN = "wrong-" + "x" * 24
+
+
+def _refused_total() -> float:
+    return REGISTRY.get_sample_value("telemetry_metrics_unauthorized_total") or 0.0
+
+
+def _refusal_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "/metrics request" in r.getMessage()]
+
+
+class TestRefusals:
+    async def test_asgi_counts_and_logs_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        """500 wrong tokens on the ASGI app: counter +500, one warning, no token in it."""
+        app = metrics_asgi_app(CollectorRegistry(), token="right-token")
+        before = _refused_total()
+        header = [(b"authorization", f"Bearer {WRONG_TOKEN}".encode())]
+        with caplog.at_level(logging.WARNING, logger="kaleem_telemetry.metrics"):
+            statuses = {
+                (await _call_asgi(app, header, client=("10.1.2.3", 5555)))[0] for _ in range(500)
+            }
+
+        assert statuses == {401}
+        assert _refused_total() - before == 500
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 1
+        assert "Refused 1 " in lines[0]
+        assert "10.1.2.3" in lines[0]
+        assert "telemetry_metrics_unauthorized_total" in lines[0]
+        assert WRONG_TOKEN not in caplog.text
+        assert "right-token" not in caplog.text
+
+    def test_wsgi_counts_and_logs_once(self, caplog: pytest.LogCaptureFixture) -> None:
+        """500 wrong tokens on the WSGI app: counter +500, one warning, no token in it."""
+        app = metrics_wsgi_app(CollectorRegistry(), token="right-token")
+        before = _refused_total()
+        environ = {"HTTP_AUTHORIZATION": f"Bearer {WRONG_TOKEN}", "REMOTE_ADDR": "10.9.8.7"}
+        with caplog.at_level(logging.WARNING, logger="kaleem_telemetry.metrics"):
+            statuses = {_call_wsgi(app, environ)[0] for _ in range(500)}
+
+        assert statuses == {"401 Unauthorized"}
+        assert _refused_total() - before == 500
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 1
+        assert "10.9.8.7" in lines[0]
+        assert WRONG_TOKEN not in caplog.text
+
+    def test_server_counts_and_logs_once(
+        self, token_server: MetricsServer, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """500 wrong tokens on the metrics server: counter +500, one warning, no token in it."""
+        before = _refused_total()
+        with caplog.at_level(logging.WARNING, logger="kaleem_telemetry.metrics"):
+            statuses = {
+                _get(token_server.url, {"Authorization": f"Bearer {WRONG_TOKEN}"})[0]
+                for _ in range(500)
+            }
+
+        assert statuses == {401}
+        assert _refused_total() - before == 500
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 1
+        assert "127.0.0.1" in lines[0]
+        assert WRONG_TOKEN not in caplog.text
+        assert "s3cret-token" not in caplog.text
+
+    def test_next_warning_says_how_many_since_the_last(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Once the interval has passed, the next warning counts every refusal since the last."""
+        app = metrics_wsgi_app(CollectorRegistry(), token="right-token")
+        with caplog.at_level(logging.WARNING, logger="kaleem_telemetry.metrics"):
+            for _ in range(500):
+                _call_wsgi(app, {"HTTP_AUTHORIZATION": f"Bearer {WRONG_TOKEN}"})
+            monkeypatch.setattr(exposition, "_REFUSAL_LOG_INTERVAL_SECONDS", 0.0)
+            _call_wsgi(app, {})
+
+        lines = _refusal_lines(caplog)
+        assert len(lines) == 2
+        assert "Refused 1 " in lines[0]
+        assert "Refused 500 " in lines[1]
+        assert "an unknown address" in lines[1]
+
+    def test_each_app_has_its_own_rate_limit(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Two apps refusing requests log one warning each."""
+        one = metrics_wsgi_app(CollectorRegistry(), token="right-token")
+        two = metrics_wsgi_app(CollectorRegistry(), token="right-token")
+        with caplog.at_level(logging.WARNING, logger="kaleem_telemetry.metrics"):
+            for _ in range(3):
+                _call_wsgi(one, {})
+                _call_wsgi(two, {})
+
+        assert len(_refusal_lines(caplog)) == 2
+
+    def test_authorized_requests_are_not_counted(self) -> None:
+        """The right token and an app without a token leave the counter alone."""
+        before = _refused_total()
+        _call_wsgi(
+            metrics_wsgi_app(CollectorRegistry(), token="t"), {"HTTP_AUTHORIZATION": "Bearer t"}
+        )
+        _call_wsgi(metrics_wsgi_app(CollectorRegistry()), {})
+
+        assert _refused_total() == before

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import importlib.util
 import json
+import secrets
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,6 +166,67 @@ class TestRedaction:
 
         assert len(seen) == 1
         assert "z" * 30 not in json.dumps(seen[0])
+
+    def test_source_context_and_argv_are_redacted_on_the_wire(
+        self, ingest: SentryIngest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Source lines around a frame and secret argv flags never reach Sentry's envelope."""
+        secret = "hx" + secrets.token_hex(12)
+        module = _module_with_secret_in_source(tmp_path, secret)
+        argv_token = "tv" + secrets.token_hex(12)
+        argv_password = "pw" + secrets.token_hex(12)
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            ["worker.py", "--db-password", argv_password, f"--token={argv_token}", "-p", "8080"],
+        )
+        component = _configure(ingest)
+        try:
+            module.connect()
+        except RuntimeError as exc:
+            sentry.capture_exception(exc)
+        component.force_flush(5)
+        (event,) = ingest.wait_for_events(1)
+        payloads = b"".join(payload for _h, items in ingest.envelopes for _ih, payload in items)
+
+        assert secret.encode() not in payloads
+        assert argv_token.encode() not in payloads
+        assert argv_password.encode() not in payloads
+        frame = event["exception"]["values"][0]["stacktrace"]["frames"][-1]
+        assert frame["function"] == "connect"
+        assert (
+            frame["context_line"].strip()
+            == 'raise RuntimeError("no database")  # password=[REDACTED]'
+        )
+        assert 'api_key = "[REDACTED]"' in [line.strip() for line in frame["pre_context"]]
+        assert 'token = "[REDACTED]"' in [line.strip() for line in frame["post_context"]]
+        assert event["extra"]["sys.argv"] == [
+            "worker.py",
+            "--db-password",
+            "[REDACTED]",
+            "--token=[REDACTED]",
+            "-p",
+            "8080",
+        ]
+
+
+def _module_with_secret_in_source(directory: Path, secret: str) -> Any:
+    """Write and import a module whose source lines (not only its locals) hold ``secret``."""
+    path = directory / "secret_source_module.py"
+    path.write_text(
+        "def connect():\n"
+        f'    api_key = "{secret}"\n'
+        f'    url = "postgres://app:{secret}@db/app"\n'
+        f'    raise RuntimeError("no database")  # password={secret}\n'
+        f'    token = "{secret}"\n'
+        "    return api_key, url, token\n"
+    )
+    spec = importlib.util.spec_from_file_location("secret_source_module", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _with_request(token: str) -> Any:
