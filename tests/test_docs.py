@@ -45,7 +45,7 @@ from prometheus_client import CollectorRegistry
 
 import kaleem_telemetry
 from kaleem_telemetry import tracing
-from kaleem_telemetry._metric_specs import markdown_table
+from kaleem_telemetry._metric_specs import ALL_METRICS, markdown_table
 from kaleem_telemetry.config import sdk_settings, settings_table
 from kaleem_telemetry.metrics import TelemetryMetrics
 
@@ -408,10 +408,15 @@ class TestReference:
             "markdown_table() from kaleem_telemetry/_metric_specs.py over it."
         )
 
-    def test_the_dropped_span_counter_is_named(self):
-        """The counter that the tracing pipeline registers by itself is named in Metrics."""
+    def test_every_declared_metric_is_named(self):
+        """Every declared family is in Metrics, the ones outside the table too.
+
+        The counters that the tracing pipeline and the exposition register by
+        themselves are not rows of the table; a sentence names each.
+        """
         metrics = _section(REFERENCE.read_text(), "Metrics")
 
+        assert [spec.name for spec in ALL_METRICS if f"`{spec.name}`" not in metrics] == []
         assert f"`{tracing.SPANS_DROPPED_METRIC}_total`" in metrics
 
     def test_configuration_names_every_variable(self):
