@@ -77,7 +77,7 @@ class _Credentials:
         return [s for s in (self.password, self.token, f"{self.user}:") if s in text]
 
 
-def _uvicorn(project: Path, port: int) -> list[str]:
+def _uvicorn(port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -104,9 +104,7 @@ def _healthy_p99(tmp_path_factory: pytest.TempPathFactory) -> float:
     (project / "app.py").write_text(FASTAPI_APP)
     with OTLPReceiver("http") as collector:
         port = free_port()
-        with serve(
-            _uvicorn(project, port), project, _Credentials().env(collector.endpoint), port
-        ) as s:
+        with serve(_uvicorn(port), project, _Credentials().env(collector.endpoint), port) as s:
             load = run_load(s.url, REQUESTS)
     assert load.failures == []
     return percentile(load.latencies, 0.99)
@@ -131,7 +129,7 @@ def _faulty(
     creds = _Credentials()
     with OTLPReceiver("http", mode=mode, delay=SLOW_DELAY) as collector:
         port = free_port()
-        with serve(_uvicorn(project, port), project, creds.env(collector.endpoint), port) as s:
+        with serve(_uvicorn(port), project, creds.env(collector.endpoint), port) as s:
             yield s, creds
 
 
@@ -188,7 +186,7 @@ class TestExporterErrorRate:
         creds = _Credentials()
         with OTLPReceiver("http", mode="closed") as collector:
             port = free_port()
-            with serve(_uvicorn(project, port), project, creds.env(collector.endpoint), port) as s:
+            with serve(_uvicorn(port), project, creds.env(collector.endpoint), port) as s:
                 run_load(s.url, REQUESTS)
                 # Several failed exports' worth, well under 30 s.
                 time.sleep(4 * (EXPORT_TIMEOUT_S + SCHEDULE_DELAY_MS / 1000))
@@ -213,7 +211,7 @@ class TestRecovery:
         collector_port = free_port()
         endpoint = f"http://127.0.0.1:{collector_port}/v1/traces"
         port = free_port()
-        with serve(_uvicorn(project, port), project, creds.env(endpoint), port) as server:
+        with serve(_uvicorn(port), project, creds.env(endpoint), port) as server:
             down = run_load(server.url, REQUESTS // 2)
             with (
                 start_load(server.url, REQUESTS * 4, threads=1) as during,
