@@ -144,6 +144,13 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def soak(session: nox.Session) -> None:
+    """Send 200,000 requests through uvicorn, full telemetry; fail if RSS, fds or threads grow."""
+    _install_tests(session, "-e.[all]")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session(default=False)
 def docs(session: nox.Session) -> None:
     """Run every example and the docs checks (the examples are also run by the tests)."""
     _install_tests(session, "-e.[all]")

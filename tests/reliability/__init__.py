@@ -1,0 +1,1 @@
+"""Reliability promises proved against real server processes, collectors and sinks."""
