@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
+from kaleem_telemetry._exporter_logs import ExporterLogLimit
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._processors import EventShaper, render_json
 
@@ -172,6 +173,8 @@ class _BridgeHandler(logging.Handler):
 
 
 _BRIDGE = _BridgeHandler()
+# A collector that is down must not turn every failed export into a log line.
+_BRIDGE.addFilter(ExporterLogLimit())
 _BRIDGE_WRITER = _StdoutLogger("logging")
 _EVENT_WRITER = _StdoutLogger("event")
 _saved_root: tuple[list[logging.Handler], int] | None = None

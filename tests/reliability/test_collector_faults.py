@@ -176,11 +176,6 @@ def _mode(server: Server) -> str:
 
 
 class TestExporterErrorRate:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="the OTLP exporter logs one error per failed export (about one a second "
-        "here); nothing rate-limits its loggers to one line per 30 s yet",
-    )
     def test_exporter_errors_are_logged_at_most_once_per_30_seconds(self, project: Path) -> None:
         """A refused collector for a few seconds: each exporter logger logs at most once."""
         creds = _Credentials()
