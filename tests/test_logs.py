@@ -695,6 +695,29 @@ class TestBoundContextIsRedacted:
         assert list(line)[6:] == ["user_id"]
         assert line["user_id"] == "[REDACTED:email]"
 
+    def test_a_mutable_bound_value_is_redacted_as_it_is_at_each_line(self, capsys):
+        """A bound dict changed after binding is read, and redacted, on every line."""
+        cart = {"note": "ok"}
+        with telemetry_context(cart=cart):
+            logs.get_logger().info("a")
+            cart["password"] = "hunter2"
+            logs.get_logger().info("b")
+
+        first, second = _lines(capsys)
+        assert first["cart"] == {"note": "ok"}
+        assert second["cart"] == {"note": "ok", "password": "[REDACTED]"}
+
+    def test_a_new_redactor_applies_to_a_context_already_bound(self, capsys):
+        """Set after binding, the redactor's policy still applies to the bound values."""
+        with telemetry_context(user_id="alice@example.com"):
+            logs.get_logger().info("a")
+            set_redactor(Redactor(mask_emails=True))
+            logs.get_logger().info("b")
+
+        first, second = _lines(capsys)
+        assert first["user_id"] == "alice@example.com"
+        assert second["user_id"] == "[REDACTED:email]"
+
 
 @pytest.mark.usefixtures("json_logs")
 class TestFormattingNeverRaises:
