@@ -163,10 +163,12 @@ class EventShaper:
     ) -> dict[str, Any]:
         """Return one event in the contract's shape; ``fields`` is not changed.
 
-        Keys of ``fields`` that are fixed ones (``timestamp``, ``level``,
-        ``event``, ``logger``...) are not repeated, except that a context key
-        (``request_id``...) replaces the bound value. An event key replaces a
-        bound key of the same name in its place, and its trust with it.
+        Keys of ``fields`` (or bound keys) that name fixed ones (``timestamp``,
+        ``level``, ``logger``...) are kept as ``field_<name>``, never replacing
+        the pipeline's; ``event`` in ``fields`` is the message and is skipped.
+        An event key replaces a bound key of the same name in its place, and its
+        trust with it; bound context keys come in the contract's order. Every
+        value not trusted, bound ones included, goes through the redactor.
 
         Args:
             logger_name: The ``logger`` key.
