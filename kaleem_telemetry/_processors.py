@@ -28,7 +28,10 @@ from kaleem_telemetry.context import bound_values
 from kaleem_telemetry.redaction import REDACTED, get_redactor
 
 __all__ = [
+    "MAX_KEY_CHARS",
+    "MAX_LINE_BYTES",
     "MAX_VALUE_CHARS",
+    "RESERVED_PREFIX",
     "EventShaper",
     "format_timestamp",
     "normalise_level",
@@ -38,15 +41,34 @@ __all__ = [
 
 #: A string value longer than this is cut, and the cut is marked.
 MAX_VALUE_CHARS = 16_384
+#: A key longer than this is cut the same way (only a line that long can hold one).
+MAX_KEY_CHARS = 1_024
+#: A rendered line longer than this (UTF-8 bytes) has its largest own fields trimmed.
+MAX_LINE_BYTES = 65_536
+#: A caller's key that names a fixed one (``level``...) is written with this prefix.
+RESERVED_PREFIX = "field_"
 
 _MAX_FRAMES = 40
 _MAX_CAUSES = 4
 _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
+_CONTEXT_KEY_SET = frozenset(_CONTEXT_KEYS)
+#: The keys only the pipeline writes (see `RESERVED_PREFIX`).
+_RESERVED = frozenset(
+    {"timestamp", "level", "event", "logger", "service", "environment", "trace_id", "span_id"}
+)
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
 _NOTHING_TRUSTED: frozenset[str] = frozenset()
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# No OPT_NON_STR_KEYS: orjson would write {1: .., "1": ..} as two "1" keys;
+# the sanitiser turns keys into unique strings instead.
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+# id(bound mapping) -> (the mapping, the redactor, its context keys, the rest),
+# redacted; see _redacted_context.
+_CONTEXT_CACHE: dict[int, tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = {}
+_CONTEXT_CACHE_SIZE = 1024
+_ATOMIC_TYPES = frozenset({str, int, float, bool, type(None)})
 
 _EVENT_CACHE: dict[str, str] = {}
 _EVENT_CACHE_SIZE = 4096
@@ -119,15 +141,14 @@ class EventShaper:
 
     def __call__(self, logger: Any, method_name: str, event_dict: Mapping[str, Any]) -> Any:
         """Return a new event dict in the contract's shape; the input is not changed."""
-        # Positional: a call with keywords costs more, once per log line.
+        # Positional: a call with keywords costs more, once per log line. The
+        # logger name, level and timestamp come from structlog, never from the
+        # event's keys: a caller's ``level=`` is a field like any other.
         return self.shape(
-            event_dict.get("logger") or getattr(logger, "name", None) or "root",
-            event_dict.get("level") or normalise_level(method_name),
+            getattr(logger, "name", None) or "root",
+            normalise_level(method_name),
             event_dict.get("event"),
             event_dict,
-            _NOTHING_TRUSTED,
-            None,
-            event_dict.get("timestamp"),
         )
 
     def shape(
@@ -142,10 +163,12 @@ class EventShaper:
     ) -> dict[str, Any]:
         """Return one event in the contract's shape; ``fields`` is not changed.
 
-        Keys of ``fields`` that are fixed ones (``timestamp``, ``level``,
-        ``event``, ``logger``...) are not repeated, except that a context key
-        (``request_id``...) replaces the bound value. An event key replaces a
-        bound key of the same name in its place, and its trust with it.
+        Keys of ``fields`` (or bound keys) that name fixed ones (``timestamp``,
+        ``level``, ``logger``...) are kept as ``field_<name>``, never replacing
+        the pipeline's; ``event`` in ``fields`` is the message and is skipped.
+        An event key replaces a bound key of the same name in its place, and its
+        trust with it; bound context keys come in the contract's order. Every
+        value not trusted, bound ones included, goes through the redactor.
 
         Args:
             logger_name: The ``logger`` key.
@@ -173,42 +196,57 @@ class EventShaper:
             # zero-padded lower-case hex at a third of the cost of format(id, "032x").
             out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
             out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
+        redactor = get_redactor()
+        head: dict[str, Any] | None = None
+        # The bound keys after the context ones, then the event's own, in order.
         own: dict[str, Any] = {}
         context = bound_values()
         if context:
-            for key, value in context.items():
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                else:
-                    own[key] = value
+            head, bound = _redacted_context(context, redactor)
+            if bound:
+                own.update(bound)
+        # The event's values the redactor must see, redacted in one call.
+        fresh: dict[str, Any] = {}
+        head_hit = False
         for key, value in fields.items():
-            if key in out:
-                if key in _CONTEXT_KEYS:
-                    out[key] = value
-                continue
-            if key in trusted:
-                own[key] = value
-                continue
             if key in _OWN_SKIP:
                 continue
+            if key in _RESERVED:
+                # Only the pipeline writes the fixed keys; the caller's value is
+                # kept, redacted, under a name of its own.
+                key = RESERVED_PREFIX + key
+            elif key in trusted:
+                own[key] = value
+                continue
+            in_head = head is not None and key in head
+            if in_head:
+                if value is context[key]:
+                    # The bound value itself (the access event's request id):
+                    # its redacted form is in place already.
+                    continue
+                head_hit = True
             if type(value) is str and len(value) > MAX_VALUE_CHARS:
                 value = _cut(value)
-            own[key] = value
+            fresh[key] = value
+            if not in_head:
+                # Holds the key's place; the redacted value replaces it below.
+                own[key] = value
+        if fresh:
+            redacted = redactor.redact(fresh)
+            if head_hit:
+                # A context key passed on the call replaces the bound value.
+                head = dict(head)  # type: ignore[arg-type]
+                for key in head:
+                    if key in fresh:
+                        head[key] = redacted.get(key, REDACTED)
+            if redacted is not fresh:
+                for key in fresh:
+                    if key in own:
+                        own[key] = redacted.get(key, REDACTED)
+        if head:
+            out.update(head)
         if own:
-            redactor = get_redactor()
-            if not trusted:
-                out.update(redactor.redact(own))
-            else:
-                # Trust goes by key name, a bound key's too: the trusted keys are
-                # ones the library always passes, so a bound value of that name
-                # is replaced in place.
-                untrusted = {key: value for key, value in own.items() if key not in trusted}
-                if untrusted:
-                    redacted = redactor.redact(untrusted)
-                    if redacted is not untrusted:
-                        for key in untrusted:
-                            own[key] = redacted.get(key, REDACTED)
-                out.update(own)
+            out.update(own)
         exc_info = fields.get("exc_info")
         if exc_info:
             if self.structure_exceptions:
@@ -220,6 +258,45 @@ class EventShaper:
         if fields.get("stack_info"):
             out["stack"] = _structure_stack()
         return out
+
+
+def _redacted_context(
+    context: Mapping[str, Any], redactor: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Return the bound context as (context keys in the contract's order, the rest), redacted.
+
+    The bound mapping is a new read-only object on every bind, and the same one
+    for every line logged under it, so its redacted form is remembered by
+    identity (holding a reference, so the id is not reused) while the redactor
+    is the same. A mapping holding a mutable value is not remembered: the value
+    could change after binding.
+    """
+    entry = _CONTEXT_CACHE.get(id(context))
+    if entry is not None and entry[0] is context and entry[1] is redactor:
+        return entry[2], entry[3]
+    head: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    cacheable = True
+    for key, value in context.items():
+        if type(value) not in _ATOMIC_TYPES:
+            cacheable = False
+        if key in _CONTEXT_KEY_SET:
+            head[key] = value
+        elif key in _RESERVED:
+            rest[RESERVED_PREFIX + key] = value
+        else:
+            rest[key] = value
+    combined = {key: head[key] for key in _CONTEXT_KEYS if key in head}
+    combined.update(rest)
+    redacted = redactor.redact(combined)
+    result_head = {key: redacted.get(key, REDACTED) for key in _CONTEXT_KEYS if key in head}
+    result_rest = {key: redacted.get(key, REDACTED) for key in rest}
+    result = (result_head or None, result_rest)
+    if cacheable:
+        if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
+            _CONTEXT_CACHE.clear()
+        _CONTEXT_CACHE[id(context)] = (context, redactor, *result)
+    return result
 
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:
@@ -247,29 +324,91 @@ def render_json(event_dict: Mapping[str, Any]) -> str:
 
     The fast path is one ``orjson.dumps``. Values orjson refuses (ints beyond 64
     bits, cycles, surrogates, keys that are not strings, objects whose ``repr``
-    raises) send the event through a sanitiser first; what cannot be rendered at
-    all becomes a minimal line that still names the event.
+    raises) send the event through a sanitiser first; a value that cannot be
+    rendered at all becomes ``"[unrenderable TypeName]"`` and the rest of the
+    line is kept. A key longer than `MAX_KEY_CHARS` is cut, and a line longer
+    than `MAX_LINE_BYTES` has its largest own fields replaced by
+    ``"[truncated N bytes]"`` (the fixed keys are never touched). U+2028, U+2029
+    and U+0085 are escaped, so ``str.splitlines()`` sees one line.
 
     Args:
         event_dict: The shaped event.
     """
     try:
-        return orjson.dumps(event_dict, default=_json_default, option=_ORJSON_OPTIONS).decode()
+        raw = orjson.dumps(event_dict, default=_json_default, option=_ORJSON_OPTIONS)
     except Exception:  # noqa: BLE001 - fall through to the sanitiser: the line must be written.
-        pass
+        raw = _render_sanitised(event_dict)
+    # No key can be longer than MAX_KEY_CHARS in a line shorter than that, so
+    # nearly every line skips the bounding walk with one comparison.
+    if len(raw) > MAX_KEY_CHARS:
+        raw = _bound_line(event_dict, raw)
+    line = raw.decode()
+    if not line.isascii() and ("\u2028" in line or "\u2029" in line or "\x85" in line):
+        # Valid JSON as they are, but str.splitlines() (and some shippers) break
+        # lines at them; inside JSON strings they may be written as escapes.
+        line = line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        line = line.replace("\x85", "\\u0085")
+    return line
+
+
+def _render_sanitised(event_dict: Mapping[str, Any]) -> bytes:
     try:
-        clean = _sanitise(event_dict, 0, set())
-        return orjson.dumps(clean, option=_ORJSON_OPTIONS).decode()
+        return orjson.dumps(_sanitise(event_dict, 0, set()), option=_ORJSON_OPTIONS)
+    except Exception:  # noqa: BLE001 - go field by field: one bad value must not lose the rest.
+        pass
+    clean: dict[str, Any] = {}
+    for key, value in list(event_dict.items()):
+        name = _unique_key(key, clean)
+        try:
+            item = _sanitise(value, 1, set())
+            orjson.dumps(item, option=_ORJSON_OPTIONS)
+        except Exception:  # noqa: BLE001 - this value only is replaced.
+            item = _unrenderable(value)
+        clean[name] = item
+    try:
+        return orjson.dumps(clean, option=_ORJSON_OPTIONS)
     except Exception:  # noqa: BLE001 - last resort: the caller gets a line, not an exception.
-        event = _safe_str(event_dict.get("event", ""))
         fallback = {
             "timestamp": format_timestamp(time.time()),
             "level": "error",
-            "event": event.encode("utf-8", "replace").decode("utf-8"),
+            "event": _sanitise_key(event_dict.get("event", "")),
             "logger": "kaleem_telemetry",
             "render_error": "the event could not be rendered",
         }
-        return orjson.dumps(fallback).decode()
+        return orjson.dumps(fallback)
+
+
+def _bound_line(event_dict: Mapping[str, Any], raw: bytes) -> bytes:
+    """Return ``raw`` with over-long keys cut and, past `MAX_LINE_BYTES`, own fields trimmed."""
+    long_keys = any(not isinstance(key, str) or len(key) > MAX_KEY_CHARS for key in event_dict)
+    if not long_keys and len(raw) <= MAX_LINE_BYTES:
+        return raw
+    try:
+        clean = orjson.loads(raw)
+    except Exception:  # noqa: BLE001 - rendered by orjson, so this does not happen; stay safe.
+        return raw
+    bounded: dict[str, Any] = {}
+    for key, value in clean.items():
+        bounded[_unique_key(key, bounded)] = value
+    line = orjson.dumps(bounded)
+    excess = len(line) - MAX_LINE_BYTES
+    if excess <= 0:
+        return line
+    sizes = sorted(
+        (
+            (len(orjson.dumps(value)), key)
+            for key, value in bounded.items()
+            if key not in _RESERVED and key not in _CONTEXT_KEY_SET
+        ),
+        reverse=True,
+    )
+    for size, key in sizes:
+        marker = f"[truncated {size} bytes]"
+        bounded[key] = marker
+        excess -= size - len(marker) - 2
+        if excess <= 0:
+            break
+    return orjson.dumps(bounded)
 
 
 def _bounded_event(event: Any) -> Any:
@@ -367,11 +506,21 @@ def _json_default(value: Any) -> Any:
     return get_redactor().redact_string(_safe_repr(value))
 
 
+def _unrenderable(value: Any) -> str:
+    return f"[unrenderable {type(value).__name__}]"
+
+
 def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
+        if -(2**63) <= value < 2**64:
+            return value
+        try:
+            return str(value)
+        except ValueError:
+            # More digits than int-to-str allows (sys.set_int_max_str_digits).
+            return _unrenderable(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, str):
@@ -385,7 +534,10 @@ def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:
     if isinstance(value, Mapping):
         seen.add(marker)
         try:
-            return {_sanitise_key(k): _sanitise(v, depth + 1, seen) for k, v in list(value.items())}
+            clean: dict[str, Any] = {}
+            for k, v in list(value.items()):
+                clean[_unique_key(k, clean)] = _sanitise(v, depth + 1, seen)
+            return clean
         finally:
             seen.discard(marker)
     if isinstance(value, list | tuple | set | frozenset):
@@ -399,4 +551,16 @@ def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:
 
 def _sanitise_key(key: Any) -> str:
     text = key if isinstance(key, str) else _safe_str(key)
+    if len(text) > MAX_KEY_CHARS:
+        text = f"{text[:MAX_KEY_CHARS]}...[truncated {len(text) - MAX_KEY_CHARS} chars]"
     return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _unique_key(key: Any, taken: Mapping[str, Any]) -> str:
+    """Return ``key`` as a JSON key not in ``taken``: ``{1: .., "1": ..}`` keeps both."""
+    text = _sanitise_key(key)
+    # A later key that renders like an earlier one gets its type name appended
+    # (``"1<str>"``) until unique: the same input always gives the same keys.
+    while text in taken:
+        text = f"{text}<{type(key).__name__}>"
+    return text

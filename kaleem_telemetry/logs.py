@@ -120,6 +120,63 @@ def _filter_at(level: int) -> None:
     for name, method in vars(structlog.make_filtering_bound_logger(level)).items():
         if not name.startswith("__"):
             setattr(_BoundLogger, name, method)
+    # structlog's own methods do ``event % args``, which raises into the caller
+    # on a bad format ("100% done for %s"); the enabled levels' sync methods are
+    # replaced by ones that never do.
+    for name, method_level in _METHOD_LEVELS.items():
+        if method_level >= level:
+            setattr(_BoundLogger, name, _log_method(_METHOD_NAMES[name]))
+    if level <= logging.ERROR:
+        _BoundLogger.exception = _exception_method
+
+
+#: The sync methods of a filtering bound logger, and the level each logs at.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+#: The level name each method hands to the pipeline (structlog's aliases resolved).
+_METHOD_NAMES = {"msg": "info", "warn": "warning", "fatal": "critical"}
+for _name in _METHOD_LEVELS:
+    _METHOD_NAMES.setdefault(_name, _name)
+
+
+def _log_method(name: str) -> Callable[..., Any]:
+    def method(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
+        if args:
+            event = _interpolate(event, args, kw)
+        return self._proxy_to_logger(name, event, **kw)
+
+    method.__name__ = name
+    return method
+
+
+def _exception_method(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
+    kw.setdefault("exc_info", True)
+    if args:
+        event = _interpolate(event, args, kw)
+    return self._proxy_to_logger("error", event, **kw)
+
+
+def _interpolate(event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    """Return ``event % args`` as structlog does; on an error, ``event`` as it is.
+
+    When the format fails the arguments are kept under ``positional_args`` (a
+    field, so redacted like the others) and the call does not raise.
+    """
+    try:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            return event % args[0]
+        return event % args
+    except Exception:  # noqa: BLE001 - a log call must never raise into its caller.
+        kw["positional_args"] = list(args)
+        return event
 
 
 class _StdoutLogger:
@@ -156,19 +213,20 @@ class _BridgeHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         with internal_errors("stdlib log bridge"):
-            event_dict: dict[str, Any] = {
-                "event": _record_message(record),
-                "logger": record.name,
-            }
+            event_dict: dict[str, Any] = {"event": _record_message(record)}
             for key, value in record.__dict__.items():
                 if key not in _RECORD_ATTRS and not key.startswith("_"):
-                    event_dict[key] = value
+                    # ``event`` is the message; an ``extra`` of that name is a
+                    # field like the other fixed names (see EventShaper.shape).
+                    event_dict["field_event" if key == "event" else key] = value
             if record.exc_info and record.exc_info[0] is not None:
                 event_dict["exc_info"] = record.exc_info
             if record.stack_info:
                 event_dict["stack_info"] = True
             method = record.levelname.lower()
-            line = _PIPELINE.process(None, method, event_dict)
+            # The record's logger name travels as the logger object's, like a
+            # structlog logger's: an ``extra={"logger": ...}`` cannot replace it.
+            line = _PIPELINE.process(_StdoutLogger(record.name), method, event_dict)
             _BRIDGE_WRITER.msg(line)
 
 
@@ -402,7 +460,11 @@ def _record_message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception:  # noqa: BLE001 - bad %-args must not lose the record.
+        pass
+    try:
         return f"{record.msg!s} (bad log arguments)"
+    except Exception:  # noqa: BLE001 - nor a message whose __str__ raises.
+        return f"<unrepresentable {type(record.msg).__name__}> (bad log message)"
 
 
 def _is_tty(stream: TextIO) -> bool:

@@ -13,10 +13,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan, SpanContext, TraceFlags
 
 from kaleem_telemetry import logs
-from kaleem_telemetry._processors import MAX_VALUE_CHARS, format_timestamp
+from kaleem_telemetry._processors import (
+    MAX_KEY_CHARS,
+    MAX_LINE_BYTES,
+    MAX_VALUE_CHARS,
+    format_timestamp,
+)
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.context import bind_context, telemetry_context
-from kaleem_telemetry.redaction import Redactor, set_redactor
+from kaleem_telemetry.redaction import Redactor, get_redactor, set_redactor
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 LEADING_KEYS = ["timestamp", "level", "event", "logger", "service", "environment"]
@@ -571,7 +576,7 @@ class TestExactLines:
 
         [line] = seen
         access = ["method", "route", "path", "status_code", "duration_ms", "client_ip"]
-        context = [k for k in bound if k in ("request_id", "merchant_id", "user_id")]
+        context = [k for k in ("request_id", "merchant_id", "user_id") if k in bound]
         own = [k for k in bound if k not in context] + [k for k in access if k not in bound]
         if "request_id" not in bound:
             own.append("request_id")
@@ -579,8 +584,8 @@ class TestExactLines:
         assert (line["method"], line["route"], line["status_code"]) == ("GET", "/r/{id}", 200)
         assert line["duration_ms"] == 2.5
         if "request_id" in bound:
-            # A bound id is not redacted, and the event's replaces it.
-            assert line["request_id"] == request_id
+            # The event's id replaces the bound one, and is redacted like it.
+            assert line["request_id"] == get_redactor().redact_string(request_id)
 
 
 @pytest.mark.usefixtures("json_logs")
@@ -661,3 +666,223 @@ class TestEmitEvent:
         [line] = _lines(capsys)
         assert line["trace_id"] == f"{0xABC:032x}"
         assert line["span_id"] == f"{0xDEF:016x}"
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestBoundContextIsRedacted:
+    def test_bound_ids_are_redacted_like_span_attributes(self, capsys):
+        """An e-mail, a Stripe key and a token-shaped request id bound are not printed raw."""
+        set_redactor(Redactor(mask_emails=True))
+        with telemetry_context(
+            user_id="alice@example.com",
+            merchant_id="sk_live_" + "a" * 24,
+            request_id="ghp_" + "b" * 36,
+        ):
+            logs.get_logger().info("login")
+
+        [line] = _lines(capsys)
+        assert line["user_id"] == "[REDACTED:email]"
+        assert line["merchant_id"] == "[REDACTED:stripe_key]"
+        assert line["request_id"] == "[REDACTED:github_token]"
+
+    def test_an_event_key_replacing_a_bound_one_is_redacted(self, capsys):
+        """A context key passed on the call replaces the bound value, and is redacted too."""
+        set_redactor(Redactor(mask_emails=True))
+        with telemetry_context(user_id="u-1"):
+            logs.get_logger().info("login", user_id="bob@example.com")
+
+        [line] = _lines(capsys)
+        assert list(line)[6:] == ["user_id"]
+        assert line["user_id"] == "[REDACTED:email]"
+
+    def test_a_mutable_bound_value_is_redacted_as_it_is_at_each_line(self, capsys):
+        """A bound dict changed after binding is read, and redacted, on every line."""
+        cart = {"note": "ok"}
+        with telemetry_context(cart=cart):
+            logs.get_logger().info("a")
+            cart["password"] = "hunter2"
+            logs.get_logger().info("b")
+
+        first, second = _lines(capsys)
+        assert first["cart"] == {"note": "ok"}
+        assert second["cart"] == {"note": "ok", "password": "[REDACTED]"}
+
+    def test_a_new_redactor_applies_to_a_context_already_bound(self, capsys):
+        """Set after binding, the redactor's policy still applies to the bound values."""
+        with telemetry_context(user_id="alice@example.com"):
+            logs.get_logger().info("a")
+            set_redactor(Redactor(mask_emails=True))
+            logs.get_logger().info("b")
+
+        first, second = _lines(capsys)
+        assert first["user_id"] == "alice@example.com"
+        assert second["user_id"] == "[REDACTED:email]"
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestFormattingNeverRaises:
+    @pytest.mark.parametrize(
+        ("message", "args"),
+        [("100% done for %s", ("m-1",)), ("%d items", ("abc",)), ("%s and %s", ("one",))],
+    )
+    def test_a_bad_format_keeps_the_message_and_the_arguments(self, capsys, message, args):
+        """The call returns; the line has the unformatted message and the arguments."""
+        logs.get_logger().info(message, *args)
+
+        [line] = _lines(capsys)
+        assert line["event"] == message
+        assert line["positional_args"] == list(args)
+
+    def test_the_arguments_kept_are_redacted(self, capsys):
+        """A secret among the arguments of a failed format is not printed."""
+        logs.get_logger().warning("%d tries", "password=hunter2")
+
+        [line] = _lines(capsys)
+        assert line["positional_args"] == ["password=[REDACTED]"]
+
+    def test_exception_with_a_bad_format_keeps_the_exception(self, capsys):
+        """log.exception() with a bad format still structures the exception."""
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logs.get_logger().exception("failed %d", "x")
+
+        [line] = _lines(capsys)
+        assert (line["level"], line["event"]) == ("error", "failed %d")
+        assert line["positional_args"] == ["x"]
+        assert line["exception"]["type"] == "ValueError"
+
+    def test_a_good_format_is_unchanged(self, capsys):
+        """Formatting that works gives the formatted message and no extra key."""
+        logs.get_logger().info("%d items", 3)
+        logs.get_logger().info("%(n)d items", {"n": 4})
+
+        assert [line["event"] for line in _lines(capsys)] == ["3 items", "4 items"]
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestReservedKeys:
+    def test_a_callers_fixed_keys_do_not_replace_the_pipelines(self, capsys):
+        """level, timestamp, logger... passed on a call are fields, prefixed and redacted."""
+        logs.get_logger("orders").info(
+            "x",
+            level="password=hunter2",
+            timestamp="1999-01-01T00:00:00.000Z",
+            service="evil",
+            environment="prod",
+            trace_id="f" * 32,
+            span_id="e" * 16,
+        )
+
+        [line] = _lines(capsys)
+        assert list(line)[:6] == LEADING_KEYS
+        assert (line["level"], line["logger"], line["service"]) == ("info", "orders", "svc")
+        assert line["environment"] == "test"
+        assert TIMESTAMP.match(line["timestamp"])
+        assert not line["timestamp"].startswith("1999")
+        assert "trace_id" not in line
+        assert "span_id" not in line
+        assert line["field_level"] == "password=[REDACTED]"
+        assert line["field_timestamp"] == "1999-01-01T00:00:00.000Z"
+        assert (line["field_service"], line["field_environment"]) == ("evil", "prod")
+        assert (line["field_trace_id"], line["field_span_id"]) == ("f" * 32, "e" * 16)
+
+    def test_a_non_string_level_is_a_field(self, capsys):
+        """level=7 does not give "level": 7."""
+        logs.get_logger().warning("x", level=7)
+
+        [line] = _lines(capsys)
+        assert (line["level"], line["field_level"]) == ("warning", 7)
+
+    def test_bound_fixed_names_and_stdlib_extras_are_fields(self, capsys):
+        """A bound ``level`` and a record's ``extra={"logger": ..}`` are prefixed too."""
+        with telemetry_context(level="bound"):
+            logging.getLogger("lib").warning("w", extra={"logger": "fake", "event": "e2"})
+
+        [line] = _lines(capsys)
+        assert (line["level"], line["logger"], line["event"]) == ("warning", "lib", "w")
+        assert line["field_level"] == "bound"
+        assert (line["field_logger"], line["field_event"]) == ("fake", "e2")
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestOneBadValue:
+    def test_an_unrenderable_int_keeps_the_rest_of_the_line(self, capsys):
+        """An int with too many digits for str() is marked; every other key is kept."""
+        logs.get_logger("orders").info("x", checksum=2**20000, order_id=7)
+
+        [line] = _lines(capsys)
+        assert list(line)[:6] == LEADING_KEYS
+        assert (line["service"], line["environment"], line["order_id"]) == ("svc", "test", 7)
+        assert line["checksum"] == "[unrenderable int]"
+        assert "render_error" not in line
+
+    def test_a_stdlib_message_whose_str_raises_gives_one_line(self, capsys, monkeypatch):
+        """A record whose message cannot be turned into text is still written."""
+        # pytest's own capture handler re-raises formatting errors; ours must not.
+        monkeypatch.setattr(logging, "raiseExceptions", False)
+
+        class Hostile:
+            def __str__(self) -> str:
+                raise RuntimeError("no")
+
+        logging.getLogger("lib").warning(Hostile(), extra={"attempt": 2})
+
+        [line] = _lines(capsys)
+        assert line["event"] == "<unrepresentable Hostile> (bad log message)"
+        assert (line["logger"], line["attempt"]) == ("lib", 2)
+
+    def test_a_huge_key_is_cut(self, capsys):
+        """A 5 MB key is cut like a value, so the line stays small."""
+        logs.get_logger().info("x", **{"k" * 5_000_000: 1})
+
+        out = capsys.readouterr().out
+        assert len(out) < MAX_LINE_BYTES
+        [line] = [json.loads(text) for text in out.splitlines()]
+        [key] = list(line)[6:]
+        assert key == "k" * MAX_KEY_CHARS + f"...[truncated {5_000_000 - MAX_KEY_CHARS} chars]"
+
+    def test_a_line_is_bounded_and_the_largest_fields_trimmed(self, capsys):
+        """Past MAX_LINE_BYTES the largest own fields are replaced by a marker first."""
+        big = {f"f{i}": "v" * (MAX_VALUE_CHARS - 10 * i) for i in range(6)}
+        logs.get_logger("orders").info("x", small=1, **big)
+
+        out = capsys.readouterr().out
+        assert len(out.encode()) <= MAX_LINE_BYTES + 1
+        [line] = [json.loads(text) for text in out.splitlines()]
+        assert list(line)[:6] == LEADING_KEYS
+        assert line["small"] == 1
+        assert line["f0"] == f"[truncated {MAX_VALUE_CHARS + 2} bytes]"
+        assert line["f1"] == f"[truncated {MAX_VALUE_CHARS - 8} bytes]"
+        assert line["f5"] == big["f5"]
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestKeysAndLineBreaks:
+    def test_bound_context_keys_come_in_the_contract_order(self, capsys):
+        """Bound in any order, request_id, merchant_id, user_id come in that order."""
+        with telemetry_context(user_id="u-1", job="sync", merchant_id="m-1", request_id="r-1"):
+            logs.get_logger().info("x")
+
+        [line] = _lines(capsys)
+        assert list(line)[6:] == ["request_id", "merchant_id", "user_id", "job"]
+
+    def test_keys_that_render_alike_are_deduplicated(self, capsys):
+        """{1: .., "1": ..} gives two distinct keys, the same ones each time."""
+        logs.get_logger().info("x", counts={1: "int", "1": "str"})
+        logs.get_logger().info("x", counts={"1": "str", 1: "int"})
+
+        first, second = capsys.readouterr().out.splitlines()
+        assert '"counts":{"1":"int","1<str>":"str"}' in first
+        assert '"counts":{"1":"str","1<int>":"int"}' in second
+
+    @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
+    def test_unicode_line_breaks_are_escaped(self, capsys, char):
+        """str.splitlines() sees one line; the value reads back unchanged."""
+        logs.get_logger().info(f"a{char}b", note=f"c{char}d")
+
+        out = capsys.readouterr().out
+        assert char not in out
+        [text] = out.splitlines()
+        line = json.loads(text)
+        assert (line["event"], line["note"]) == (f"a{char}b", f"c{char}d")
