@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 
 #: What to print when valgrind is not installed.
 MISSING = "--instructions needs valgrind (Debian package 'valgrind')"
@@ -32,6 +33,28 @@ def per_operation(script: str, variant: str, low: int, high: int) -> float:
         high: Operations in the second run (more than ``low``).
     """
     return (_count(script, variant, high) - _count(script, variant, low)) / (high - low)
+
+
+def report(script: str, variants: Sequence[str], low: int, high: int, title: str) -> int:
+    """Print the instructions per operation of each variant; return the exit status.
+
+    Args:
+        script: The benchmark script's path (see `per_operation`).
+        variants: The variants to count, in print order.
+        low: Operations in the first run.
+        high: Operations in the second run.
+        title: What one operation is, for the heading ("event", "call").
+    """
+    if not available():
+        print(MISSING, file=sys.stderr)
+        return 1
+    print(
+        f"CPU instructions per {title} (callgrind: (count at {high:,} - at {low:,}) / "
+        f"{high - low:,})"
+    )
+    for name in variants:
+        print(f"  {name:<14} {per_operation(script, name, low, high):>12,.0f}")
+    return 0
 
 
 def _count(script: str, variant: str, operations: int) -> int:

@@ -129,18 +129,6 @@ def _count_run(variant: str, events: int) -> None:
         operation(events)
 
 
-def _report_instructions(variants: Sequence[str]) -> int:
-    """Print instructions per event: (count at 1,200 events - at 200) / 1,000."""
-    if not _callgrind.available():
-        print(_callgrind.MISSING, file=sys.stderr)
-        return 1
-    print("CPU instructions per event, 5 bound context keys (callgrind)")
-    for name in variants:
-        per_event = _callgrind.per_operation(__file__, name, 200, 1200)
-        print(f"  {name:<10} {per_event:>10,.0f}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -165,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         unknown = set(variants) - set(VARIANTS)
         if unknown:
             parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
-        return _report_instructions(variants)
+        return _callgrind.report(__file__, variants, 200, 1200, "event, 5 bound context keys")
 
     _configure()
     ours = logs.get_logger("bench")

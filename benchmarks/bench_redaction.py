@@ -18,7 +18,6 @@ machine it wanders, ``--instructions`` does not.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -75,18 +74,6 @@ def _count_run(variant: str, calls: int) -> None:
     _run(operation, calls)
 
 
-def _report_instructions(variants: Sequence[str]) -> int:
-    """Print instructions per call: (count at 5,000 calls - at 1,000) / 4,000."""
-    if not _callgrind.available():
-        print(_callgrind.MISSING, file=sys.stderr)
-        return 1
-    print("CPU instructions per call (callgrind)")
-    for name in variants:
-        per_call = _callgrind.per_operation(__file__, name, 1000, 5000)
-        print(f"{name:<14} {per_call:>10,.0f}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -110,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     if args.instructions:
-        return _report_instructions(variants)
+        return _callgrind.report(__file__, variants, 1000, 5000, "call")
     print(f"{args.calls} calls x {args.rounds} rounds, best round, per call")
     for name in variants:
         operation = _operation(name)

@@ -103,35 +103,3 @@ def test_entry_modules_export_nothing(module: str) -> None:
             declared.append(node.value)
 
     assert [ast.literal_eval(value) for value in declared if value is not None] == [[]]
-
-
-def test_the_root_exports_are_pinned() -> None:
-    """The package root re-exports exactly the documented root names."""
-    assert kaleem_telemetry.__all__ == [
-        "MissingDependencyError",
-        "Telemetry",
-        "TelemetryConfig",
-        "TelemetryConfigError",
-        "TelemetryError",
-        "__version__",
-        "bind_context",
-        "business_event",
-        "capture_exception",
-        "clear_context",
-        "declare_business_labels",
-        "extract_context",
-        "get_context",
-        "get_logger",
-        "inject_context",
-        "instrument",
-        "instrument_app",
-        "metrics_asgi_app",
-        "metrics_wsgi_app",
-        "record_cache",
-        "setup_telemetry",
-        "shutdown_telemetry",
-        "start_metrics_server",
-        "telemetry_context",
-        "track_cache",
-        "track_db",
-    ]
