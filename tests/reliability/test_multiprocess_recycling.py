@@ -135,7 +135,7 @@ class TestRecycledWorkers:
 
 
 class TestUnusableDirectory:
-    @pytest.mark.parametrize("problem", ["missing", "a file", "read-only"])
+    @pytest.mark.parametrize("problem", ["missing", "a file"])
     def test_setup_names_the_variable(
         self, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -143,12 +143,27 @@ class TestUnusableDirectory:
         path = tmp_path / "prometheus"
         if problem == "a file":
             path.write_text("")
-        elif problem == "read-only":
-            path.mkdir(mode=0o555)
-            if os.access(path, os.W_OK):
-                pytest.skip("this user (root) may write a read-only directory")
         monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
 
         with pytest.raises(TelemetryConfigError, match="PROMETHEUS_MULTIPROC_DIR") as raised:
             setup_telemetry(service_name="unwritable", traces_exporter="none")
         assert str(path) in str(raised.value)
+
+    def test_a_read_only_directory_is_refused_unless_the_process_may_write_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Mode 0555 is refused, naming the variable; root, which may write it anyway, is not."""
+        path = tmp_path / "prometheus"
+        path.mkdir(mode=0o555)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(path))
+
+        if os.access(path, os.W_OK | os.X_OK):
+            # The check asks the kernel, as prometheus_client's writes will: a user
+            # that may write the directory (root) must not be refused.
+            setup_telemetry(service_name="root-may-write", traces_exporter="none")
+            (path / "probe.db").write_bytes(b"")
+            assert (path / "probe.db").exists()
+        else:
+            with pytest.raises(TelemetryConfigError, match="PROMETHEUS_MULTIPROC_DIR") as raised:
+                setup_telemetry(service_name="unwritable", traces_exporter="none")
+            assert "not writable" in str(raised.value)
