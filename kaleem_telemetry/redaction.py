@@ -309,6 +309,8 @@ _EMAIL_LOCAL_BEHIND = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 # A trailing run of non-space characters (reversed), dropped when a long string is cut.
 _PARTIAL_TOKEN = re.compile(r"\S{0,1024}")
 _DIGIT_GROUP = re.compile(r"[0-9]+")
+#: Where a run of card digit groups continues: a separator, then a digit.
+_GROUP_SEPARATOR = re.compile(r"[ -](?=[0-9])")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
@@ -939,6 +941,13 @@ class Redactor:
                 hit = self._scan_kv(s, start, end)
             elif kind == "card":
                 hit = _scan_card(s, start, end)
+                if hit is None:
+                    # The run may start with another number ("order 10023 4111 ..."):
+                    # the pattern then stops at 19 digits, short of the card, so
+                    # look again from the run's next digit group.
+                    separator = _GROUP_SEPARATOR.search(s, start, end)
+                    if separator is not None:
+                        resume = separator.end()
             elif kind == "auth":
                 hit = _scan_auth(match.group(0), start, end)
                 if hit is None:

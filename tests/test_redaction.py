@@ -378,6 +378,19 @@ class TestRedactorPatterns:
 
         assert out == f"{head} [REDACTED:card]"
 
+    @pytest.mark.parametrize("head_digits", [5, 6, 9])
+    @pytest.mark.parametrize("sep", [" ", "-"])
+    def test_card_after_a_long_leading_number(
+        self, redactor: Redactor, head_digits: int, sep: str
+    ) -> None:
+        """A card after another number, which together pass 19 digits, is still hidden."""
+        number = _card()
+        head = "1" + "0" * (head_digits - 2) + "7"
+
+        out = redactor.redact_string(f"order {head} {_grouped(number, sep)}")
+
+        assert out == f"order {head} [REDACTED:card]"
+
     def test_url_userinfo(self, redactor: Redactor) -> None:
         """The password in scheme://user:pass@ is hidden, scheme and user kept."""
         password = _rand(_ALNUM, 16)
