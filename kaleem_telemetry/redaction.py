@@ -221,7 +221,8 @@ _QUERY_ATTRIBUTES = frozenset({"url.query"})
 # "=") happen in `Redactor._scan`.
 
 _CARD_BRANCHES = tuple(
-    ("card", rf"{d}((?<![0-9]{d})(?:[ -]?[0-9]){{12,18}}(?![0-9]))") for d in "0123456789"
+    ("card", rf"{d}((?<![0-9A-Za-z]{d})(?:[ -]?[0-9]){{12,18}}(?![0-9A-Za-z]))")
+    for d in "0123456789"
 )
 _KV_LOOKBEHIND = r"(?:(?<=[A-Za-z_\"' \t\]]{sep})|(?<=[A-Za-z][0-9]{sep}))"
 

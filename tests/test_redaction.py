@@ -378,6 +378,14 @@ class TestRedactorPatterns:
 
         assert out == f"{head} [REDACTED:card]"
 
+    def test_digits_inside_an_id_are_no_card(self, redactor: Redactor) -> None:
+        """A Luhn-valid digit run inside a hex id (a request id, a hash) is kept."""
+        number = _card(14)
+        ident = f"d0e5d133440b{number}cfa0e4"
+
+        assert redactor.redact_string(ident) is ident
+        assert redactor.redact_string(f"card:{number}.") == "card:[REDACTED:card]."
+
     @pytest.mark.parametrize("head_digits", [5, 6, 9])
     @pytest.mark.parametrize("sep", [" ", "-"])
     def test_card_after_a_long_leading_number(
@@ -1012,6 +1020,19 @@ def _rendered(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
+# Written with st.deferred: newer hypothesis releases reject this st.recursive extend
+# as not using its argument.
+_JSONISH: st.SearchStrategy[Any] = st.deferred(
+    lambda: (
+        _LEAVES
+        | st.lists(_JSONISH, max_size=4)
+        | st.tuples(_JSONISH, _JSONISH)
+        | st.dictionaries(st.text(max_size=10), _JSONISH, max_size=4)
+    )
+)
+
+
 class TestRedactorProperties:
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(secret=_secret(), before=_FREE_TEXT, after=_FREE_TEXT)
@@ -1075,17 +1096,7 @@ class TestRedactorProperties:
         assert redact(event) is event
 
     @settings(max_examples=100, deadline=None)
-    @given(
-        value=st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
-            lambda children: (
-                st.lists(children, max_size=4)
-                | st.tuples(children, children)
-                | st.dictionaries(st.text(max_size=10), children, max_size=4)
-            ),
-            max_leaves=20,
-        )
-    )
+    @given(value=_JSONISH)
     def test_arbitrary_values_never_raise_or_mutate(self, value: Any) -> None:
         """Any JSON-ish value is redacted without raising and without mutation."""
         before = copy.deepcopy(value)
