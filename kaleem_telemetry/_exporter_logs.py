@@ -16,13 +16,25 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["INTERVAL_SECONDS", "ExporterLogLimit"]
+__all__ = [
+    "EXPORTER_LOGGER_PREFIXES",
+    "EXPORTER_LOGGER_ROOTS",
+    "INTERVAL_SECONDS",
+    "ExporterLogLimit",
+    "is_exporter_logger",
+]
 
 INTERVAL_SECONDS = 30.0
 """Seconds between two lines of one exporter logger."""
 
-_ROOTS = ("opentelemetry", "grpc")
-_PREFIXES = tuple(f"{root}." for root in _ROOTS)
+#: The public logger roots of the exporters, the batch processor and gRPC.
+EXPORTER_LOGGER_ROOTS = ("opentelemetry", "grpc")
+EXPORTER_LOGGER_PREFIXES = tuple(f"{root}." for root in EXPORTER_LOGGER_ROOTS)
+
+
+def is_exporter_logger(name: str) -> bool:
+    """Return whether ``name`` is one of `EXPORTER_LOGGER_ROOTS` or a logger under one."""
+    return name in EXPORTER_LOGGER_ROOTS or name.startswith(EXPORTER_LOGGER_PREFIXES)
 
 
 class ExporterLogLimit(logging.Filter):
@@ -48,7 +60,7 @@ class ExporterLogLimit(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         name = record.name
-        if name not in _ROOTS and not name.startswith(_PREFIXES):
+        if not is_exporter_logger(name):
             return True
         now = self._clock()
         with self._lock:

@@ -97,11 +97,6 @@ class MetricSpec:
     recorded_by: str = ""
 
     @property
-    def attribute(self) -> str:
-        """The attribute of `TelemetryMetrics` that holds the family: the exposed name."""
-        return self.name
-
-    @property
     def base_name(self) -> str:
         """The name prometheus_client is given: a counter's without ``_total``."""
         if self.kind == "counter":

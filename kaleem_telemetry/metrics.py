@@ -347,7 +347,7 @@ class TelemetryMetrics:
             self._overflow_metric, SERIES_OVERFLOW.name, series_limit, labelnames=["metric"]
         )
         for spec in FAMILIES:
-            setattr(self, spec.attribute, self._family(spec))
+            setattr(self, spec.name, self._family(spec))
 
     def __repr__(self) -> str:
         mode = "multiprocess" if self.multiprocess else "in-memory"

@@ -68,6 +68,7 @@ from opentelemetry.trace import Status
 
 from kaleem_telemetry import _compat
 from kaleem_telemetry._bounded import run_bounded
+from kaleem_telemetry._exporter_logs import EXPORTER_LOGGER_PREFIXES, EXPORTER_LOGGER_ROOTS
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._metric_specs import SPANS_DROPPED
 from kaleem_telemetry._version import __version__
@@ -94,8 +95,6 @@ SPANS_DROPPED_METRIC = SPANS_DROPPED.base_name  # exposed as ..._total by promet
 #: Public top-level logger names of the OpenTelemetry SDK and exporters and of grpc:
 #: any of their loggers may quote the endpoint (userinfo included) or a failing
 #: request, so the secret filter sees every record of a logger at or under them.
-_EXPORTER_LOGGER_ROOTS = ("opentelemetry", "grpc")
-_EXPORTER_LOGGER_PREFIXES = tuple(f"{name}." for name in _EXPORTER_LOGGER_ROOTS)
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _EXCEPTION_ATTR = "_kaleem_span_context"
 
@@ -859,7 +858,7 @@ def _install_log_filter(config: TelemetryConfig) -> None:
 
 
 def _install_record_factory(log_filter: _SecretLogFilter) -> None:
-    """Run ``log_filter`` on every record of a logger at or under `_EXPORTER_LOGGER_ROOTS`.
+    """Run ``log_filter`` on every record of a logger at or under `EXPORTER_LOGGER_ROOTS`.
 
     A filter on the ``opentelemetry`` or ``grpc`` logger would not see the records
     of their child loggers (logging applies a logger's filters only to records
@@ -870,8 +869,8 @@ def _install_record_factory(log_filter: _SecretLogFilter) -> None:
     factory that was installed before is kept and called first.
     """
     previous = logging.getLogRecordFactory()
-    roots = _EXPORTER_LOGGER_ROOTS
-    prefixes = _EXPORTER_LOGGER_PREFIXES
+    roots = EXPORTER_LOGGER_ROOTS
+    prefixes = EXPORTER_LOGGER_PREFIXES
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
