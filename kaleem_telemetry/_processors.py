@@ -59,6 +59,8 @@ _RESERVED = frozenset(
     {"timestamp", "level", "event", "logger", "service", "environment", "trace_id", "span_id"}
 )
 _OWN_SKIP = frozenset({"event", "exc_info", "stack_info"})
+#: The event keys the shaper does not copy as they are: skipped or renamed.
+_SPECIAL_KEYS = _OWN_SKIP | _RESERVED
 _NOTHING_TRUSTED: frozenset[str] = frozenset()
 # No OPT_NON_STR_KEYS: orjson would write {1: .., "1": ..} as two "1" keys;
 # the sanitiser turns keys into unique strings instead.
@@ -208,29 +210,32 @@ class EventShaper:
         # The event's values the redactor must see, redacted in one call.
         fresh: dict[str, Any] = {}
         head_hit = False
+        special = _SPECIAL_KEYS
+        limit = MAX_VALUE_CHARS
         for key, value in fields.items():
-            if key in _OWN_SKIP:
-                continue
-            if key in _RESERVED:
+            if key in special:
+                if key in _OWN_SKIP:
+                    continue
                 # Only the pipeline writes the fixed keys; the caller's value is
                 # kept, redacted, under a name of its own.
                 key = RESERVED_PREFIX + key
             elif key in trusted:
                 own[key] = value
                 continue
-            in_head = head is not None and key in head
-            if in_head:
+            if head is not None and key in head:
                 if value is context[key]:
                     # The bound value itself (the access event's request id):
                     # its redacted form is in place already.
                     continue
                 head_hit = True
-            if type(value) is str and len(value) > MAX_VALUE_CHARS:
+                if type(value) is str and len(value) > limit:
+                    value = _cut(value)
+                fresh[key] = value
+                continue
+            if type(value) is str and len(value) > limit:
                 value = _cut(value)
-            fresh[key] = value
-            if not in_head:
-                # Holds the key's place; the redacted value replaces it below.
-                own[key] = value
+            # Holds the key's place; the redacted value replaces it below.
+            own[key] = fresh[key] = value
         if fresh:
             redacted = redactor.redact(fresh)
             if head_hit:
@@ -274,11 +279,15 @@ def _redacted_context(
     entry = _CONTEXT_CACHE.get(id(context))
     if entry is not None and entry[0] is context and entry[1] is redactor:
         return entry[2], entry[3]
+    # One pass sorts the keys; the redactor sees them in one call, and the
+    # output is rebuilt only when it changed something (a request's mapping,
+    # new on every request, mostly holds a clean request id).
     head: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     cacheable = True
+    atomic = _ATOMIC_TYPES
     for key, value in context.items():
-        if type(value) not in _ATOMIC_TYPES:
+        if type(value) not in atomic:
             cacheable = False
         if key in _CONTEXT_KEY_SET:
             head[key] = value
@@ -286,12 +295,18 @@ def _redacted_context(
             rest[RESERVED_PREFIX + key] = value
         else:
             rest[key] = value
-    combined = {key: head[key] for key in _CONTEXT_KEYS if key in head}
-    combined.update(rest)
-    redacted = redactor.redact(combined)
-    result_head = {key: redacted.get(key, REDACTED) for key in _CONTEXT_KEYS if key in head}
-    result_rest = {key: redacted.get(key, REDACTED) for key in rest}
-    result = (result_head or None, result_rest)
+    if len(head) > 1:
+        head = {key: head[key] for key in _CONTEXT_KEYS if key in head}
+    combined = {**head, **rest} if rest else head
+    keeps = redactor.keeps
+    for key, value in combined.items():
+        if not keeps(key, value):
+            redacted = redactor.redact(combined)
+            if redacted is not combined:
+                head = {key: redacted.get(key, REDACTED) for key in head}
+                rest = {key: redacted.get(key, REDACTED) for key in rest}
+            break
+    result = (head or None, rest)
     if cacheable:
         if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
             _CONTEXT_CACHE.clear()

@@ -70,14 +70,11 @@ _REQUEST: contextvars.ContextVar[Any] = contextvars.ContextVar(
 )
 
 
-def enter_request(request: Any) -> contextvars.Token[Any]:
-    """Make ``request`` (with ``.span`` and ``.route``) current; return the token to undo it."""
-    return _REQUEST.set(request)
-
-
-def leave_request(token: contextvars.Token[Any]) -> None:
-    """Restore the request `enter_request()` replaced."""
-    _REQUEST.reset(token)
+#: Make a request (with ``.span`` and ``.route``) current; return the token to undo it.
+#: The context variable's own method: the middleware calls it once per request.
+enter_request: Callable[[Any], contextvars.Token[Any]] = _REQUEST.set
+#: Restore the request `enter_request()` replaced (given its token).
+leave_request: Callable[[contextvars.Token[Any]], None] = _REQUEST.reset
 
 
 def current_request() -> Any:
@@ -175,7 +172,11 @@ def push_context(values: Mapping[str, Any]) -> contextvars.Token[Mapping[str, An
     Args:
         values: The values to bind (``None`` values unbind their key).
     """
-    return _CONTEXT.set(_merged(_CONTEXT.get(), values))
+    current = _CONTEXT.get()
+    if not current and None not in values.values():
+        # The request's first binding, over an empty context: nothing to merge.
+        return _CONTEXT.set(MappingProxyType(dict(values)))
+    return _CONTEXT.set(_merged(current, values))
 
 
 def pop_context(token: contextvars.Token[Mapping[str, Any]]) -> None:

@@ -673,6 +673,38 @@ class Redactor:
             return True
         return False
 
+    def keeps(self, key: str, value: object) -> bool:
+        """Tell, cheaply, that `redact` would return ``{key: value}`` unchanged.
+
+        ``True`` only for the cases the walk itself settles without a scan: a
+        key that is no secret, holding an atomic value or a short string that
+        cannot hold a pattern hit. ``False`` means "redact it to know", not
+        that something would be hidden. Never raises.
+
+        Args:
+            key: A mapping key.
+            value: Its value.
+        """
+        try:
+            if type(key) is not str:
+                return False
+            secret = self._key_cache.get(key)
+            if secret is None:
+                secret = self._is_secret_str(key)
+            if secret:
+                return False
+            kind = type(value)
+            if kind is str:
+                length = len(value)  # type: ignore[arg-type]
+                return length < _SHORTEST_HIT or (
+                    length <= self._max_string
+                    and value[0] in _PLAIN_FIRST  # type: ignore[index]
+                    and _cannot_match(value)  # type: ignore[arg-type]
+                )
+            return kind in _ATOMIC
+        except Exception:  # noqa: BLE001 - "redact it to know" is always safe.
+            return False
+
     # ------------------------------------------------------------------- key rules
 
     def _is_secret_str(self, key: str) -> bool:

@@ -1234,6 +1234,38 @@ class TestFlatDictShortcut:
         assert redactor.redact({1: "Bearer " + "a1" * 3}) == {1: "Bearer [REDACTED:bearer]"}
 
 
+class TestKeeps:
+    """`Redactor.keeps` answers True only where `redact` returns the value untouched."""
+
+    @settings(max_examples=400, deadline=None)
+    @given(key=_FLAT_KEYS, value=_FLAT_VALUES)
+    def test_keeps_implies_unchanged(self, key: str, value: Any) -> None:
+        """Whatever the key and value, a True answer means the walk changes nothing."""
+        redactor = Redactor(max_string=64)
+        if redactor.keeps(key, value):
+            event = {key: value}
+            assert redactor.redact(event) is event
+
+    def test_secret_keys_and_suspect_values_are_left_to_redact(self) -> None:
+        """A secret key, a configured one, a pattern-shaped or long value answers False."""
+        redactor = Redactor(extra_keys=["*_id"], max_string=20)
+        assert not redactor.keeps("password", "x")
+        assert not redactor.keeps("merchant_id", "m-1")
+        assert not redactor.keeps("note", "a=b and more")
+        assert not redactor.keeps("note", "{" + '"a": 1}')
+        assert not redactor.keeps("note", "x" * 21)
+        assert not redactor.keeps(1, "x")  # type: ignore[arg-type]
+        assert not redactor.keeps("note", ["list"])
+
+    def test_clean_request_values_are_kept(self) -> None:
+        """A hex request id, a short merchant id and atomic values answer True."""
+        redactor = Redactor()
+        assert redactor.keeps("request_id", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b")
+        assert redactor.keeps("merchant_id", "m42")
+        assert redactor.keeps("count", 3)
+        assert redactor.keeps("flag", None)
+
+
 class TestPlainQueryShortcut:
     """A query with nothing percent- or plus-encoded skips decoding, with the same result."""
 
