@@ -895,6 +895,17 @@ class TestOneBadValue:
         [key] = list(line)[6:]
         assert key == "k" * MAX_KEY_CHARS + f"...[truncated {5_000_000 - MAX_KEY_CHARS} chars]"
 
+    @pytest.mark.parametrize(
+        "value", [1, {1: "a non-str key"}, 2**80], ids=["plain", "sanitised", "big-int"]
+    )
+    def test_a_long_key_is_cut_once_whatever_its_value(self, capsys, value):
+        """A key one character too long gets the same cut name when its value needs sanitising."""
+        logs.get_logger().info("x", **{"k" * (MAX_KEY_CHARS + 1): value})
+
+        [line] = _lines(capsys)
+        [key] = list(line)[6:]
+        assert key == "k" * MAX_KEY_CHARS + "...[truncated 1 chars]"
+
     def test_a_line_is_bounded_and_the_largest_fields_trimmed(self, capsys):
         """Past MAX_LINE_BYTES the largest own fields are replaced by a marker first."""
         big = {f"f{i}": "v" * (MAX_VALUE_CHARS - 10 * i) for i in range(6)}
