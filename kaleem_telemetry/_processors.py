@@ -349,14 +349,16 @@ def render_json(event_dict: Mapping[str, Any]) -> str:
     Args:
         event_dict: The shaped event.
     """
+    keys_cut = False
     try:
         raw = orjson.dumps(event_dict, default=_json_default, option=_ORJSON_OPTIONS)
     except Exception:  # noqa: BLE001 - fall through to the sanitiser: the line must be written.
         raw = _render_sanitised(event_dict)
+        keys_cut = True
     # No key can be longer than MAX_KEY_CHARS in a line shorter than that, so
     # nearly every line skips the bounding walk with one comparison.
     if len(raw) > MAX_KEY_CHARS:
-        raw = _bound_line(event_dict, raw)
+        raw = _bound_line(event_dict, raw, keys_cut=keys_cut)
     line = raw.decode()
     if not line.isascii() and ("\u2028" in line or "\u2029" in line or "\x85" in line):
         # Valid JSON as they are, but str.splitlines() (and some shippers) break
@@ -393,9 +395,16 @@ def _render_sanitised(event_dict: Mapping[str, Any]) -> bytes:
         return orjson.dumps(fallback)
 
 
-def _bound_line(event_dict: Mapping[str, Any], raw: bytes) -> bytes:
-    """Return ``raw`` with over-long keys cut and, past `MAX_LINE_BYTES`, own fields trimmed."""
-    long_keys = any(not isinstance(key, str) or len(key) > MAX_KEY_CHARS for key in event_dict)
+def _bound_line(event_dict: Mapping[str, Any], raw: bytes, *, keys_cut: bool = False) -> bytes:
+    """Return ``raw`` with over-long keys cut and, past `MAX_LINE_BYTES`, own fields trimmed.
+
+    ``keys_cut`` says the sanitiser rendered ``raw`` and has cut its keys already:
+    a cut key is longer than `MAX_KEY_CHARS` with its marker, and cutting it again
+    would give the same field another name (and a marker with the wrong count).
+    """
+    long_keys = not keys_cut and any(
+        not isinstance(key, str) or len(key) > MAX_KEY_CHARS for key in event_dict
+    )
     if not long_keys and len(raw) <= MAX_LINE_BYTES:
         return raw
     try:
@@ -403,8 +412,11 @@ def _bound_line(event_dict: Mapping[str, Any], raw: bytes) -> bytes:
     except Exception:  # noqa: BLE001 - rendered by orjson, so this does not happen; stay safe.
         return raw
     bounded: dict[str, Any] = {}
-    for key, value in clean.items():
-        bounded[_unique_key(key, bounded)] = value
+    if keys_cut:
+        bounded = clean
+    else:
+        for key, value in clean.items():
+            bounded[_unique_key(key, bounded)] = value
     line = orjson.dumps(bounded)
     excess = len(line) - MAX_LINE_BYTES
     if excess <= 0:

@@ -28,6 +28,7 @@ import structlog
 from kaleem_telemetry._exporter_logs import ExporterLogLimit
 from kaleem_telemetry._guard import internal_errors, report_internal_error
 from kaleem_telemetry._processors import EventShaper, render_json
+from kaleem_telemetry.redaction import get_redactor
 
 if TYPE_CHECKING:
     from opentelemetry.trace import SpanContext
@@ -167,16 +168,32 @@ def _exception_method(self: Any, event: Any, *args: Any, **kw: Any) -> Any:
 def _interpolate(event: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
     """Return ``event % args`` as structlog does; on an error, ``event`` as it is.
 
+    The arguments are redacted before they are formatted: once ``%s`` has turned
+    ``{"password": ["a", "b"]}`` into text, no key says which part was secret.
     When the format fails the arguments are kept under ``positional_args`` (a
     field, so redacted like the others) and the call does not raise.
     """
     try:
-        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-            return event % args[0]
-        return event % args
+        redacted = _redacted_args(args)
+        if len(redacted) == 1 and isinstance(redacted[0], Mapping) and redacted[0]:
+            return event % redacted[0]
+        return event % redacted
     except Exception:  # noqa: BLE001 - a log call must never raise into its caller.
         kw["positional_args"] = list(args)
         return event
+
+
+def _redacted_args(args: Any) -> Any:
+    """Redact %-format arguments (a tuple, or the mapping of a stdlib record).
+
+    Returns the same object when nothing is secret. Should the redactor fail, it
+    answers with its error marker, which then stands for every argument (failing
+    closed, never formatting an argument it could not read).
+    """
+    redacted = get_redactor().redact(args)
+    if isinstance(args, tuple) and not isinstance(redacted, tuple):
+        return (redacted,) * len(args)
+    return redacted
 
 
 class _StdoutLogger:
@@ -458,7 +475,11 @@ def _configure_stdlib(level: int) -> None:
 
 def _record_message(record: logging.LogRecord) -> str:
     try:
-        return record.getMessage()
+        # `LogRecord.getMessage`, with the arguments redacted before they become text.
+        message = str(record.msg)
+        if record.args:
+            message = message % _redacted_args(record.args)
+        return message
     except Exception:  # noqa: BLE001 - bad %-args must not lose the record.
         pass
     try:

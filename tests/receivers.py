@@ -109,12 +109,14 @@ class _Sink:
 
     items: list[Any] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
-    def add(self, items: list[Any], metadata: Mapping[str, str]) -> None:
+    def add(self, items: list[Any], metadata: Mapping[str, str], body: bytes = b"") -> None:
         with self.cond:
             self.items.extend(items)
             self.metadata.append({k.lower(): v for k, v in metadata.items()})
+            self.bodies.append(body)
             self.cond.notify_all()
 
     def wait_for(self, n: int, timeout: float) -> list[Any]:
@@ -313,6 +315,12 @@ class OTLPReceiver:
         with self._sink.cond:
             return list(self._sink.metadata)
 
+    @property
+    def bodies(self) -> list[bytes]:
+        """The body of every export request as it arrived (decompressed), in order."""
+        with self._sink.cond:
+            return list(self._sink.bodies)
+
     def wait_for(self, n: int, timeout: float = 10.0) -> list[ReceivedSpan]:
         """Wait until ``n`` spans arrived or ``timeout`` passed; return what arrived."""
         spans: list[ReceivedSpan] = self._sink.wait_for(n, timeout)
@@ -334,7 +342,7 @@ class OTLPReceiver:
             def Export(self, request: Any, context: Any) -> Any:
                 receiver._pause()
                 metadata = {m.key: str(m.value) for m in context.invocation_metadata()}
-                receiver._sink.add(_decode_spans(request), metadata)
+                receiver._sink.add(_decode_spans(request), metadata, request.SerializeToString())
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -357,7 +365,7 @@ class OTLPReceiver:
                 receiver._pause()
                 request = trace_service_pb2.ExportTraceServiceRequest()
                 request.ParseFromString(body)
-                receiver._sink.add(_decode_spans(request), dict(self.headers.items()))
+                receiver._sink.add(_decode_spans(request), dict(self.headers.items()), body)
                 answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self._reply(200, answer, "application/x-protobuf")
 
@@ -452,7 +460,7 @@ class SentryIngest:
                 if ingest.mode == "slow":
                     ingest._stop.wait(ingest.delay)
                 header, items = decode_envelope(body)
-                ingest._sink.add([(header, items)], dict(self.headers.items()))
+                ingest._sink.add([(header, items)], dict(self.headers.items()), body)
                 self._reply(
                     200, json.dumps({"id": header.get("event_id")}).encode(), "application/json"
                 )
@@ -478,6 +486,12 @@ class SentryIngest:
         """The request headers of every envelope received, names lower-cased."""
         with self._sink.cond:
             return [dict(h) for h in self._sink.metadata]
+
+    @property
+    def bodies(self) -> list[bytes]:
+        """The body of every envelope request as it arrived (decompressed), in order."""
+        with self._sink.cond:
+            return list(self._sink.bodies)
 
     @property
     def events(self) -> list[dict[str, Any]]:

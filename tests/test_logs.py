@@ -2,6 +2,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import sys
 from typing import Any
 
@@ -771,6 +772,48 @@ class TestFormattingNeverRaises:
 
 
 @pytest.mark.usefixtures("json_logs")
+class TestFormattedArgumentsAreRedacted:
+    @pytest.fixture(name="config")
+    def _config(self) -> tuple[dict[str, Any], list[str]]:
+        """A structure whose secrets sit under secret keys as a list and a dict."""
+        first, second = secrets.token_hex(12), secrets.token_hex(12)
+        return {"user": "bob", "password": [first], "credentials": {"id": second}}, [first, second]
+
+    def test_a_structlog_argument_is_redacted_before_it_becomes_text(self, capsys, config):
+        """%s of a dict with a list under a secret key hides the list, not just 'key': 'value'."""
+        value, hidden = config
+        logs.get_logger().info("config %s", value)
+        logs.get_logger().info("user %(user)s with %(password)s", value)
+
+        out = capsys.readouterr().out
+        assert not [secret for secret in hidden if secret in out]
+        first, second = (json.loads(line)["event"] for line in out.splitlines())
+        assert "'password': '[REDACTED]'" in first
+        assert "'user': 'bob'" in first
+        assert second == "user bob with [REDACTED]"
+
+    def test_a_stdlib_argument_is_redacted_before_it_becomes_text(self, capsys, config):
+        """A stdlib record's %-arguments are redacted before the message is formatted."""
+        value, hidden = config
+        logging.getLogger("lib").warning("config %s", value)
+        logging.getLogger("lib").warning("user %(user)s with %(credentials)s", value)
+
+        out = capsys.readouterr().out
+        assert not [secret for secret in hidden if secret in out]
+        first, second = (json.loads(line)["event"] for line in out.splitlines())
+        assert "'credentials': '[REDACTED]'" in first
+        assert second == "user bob with [REDACTED]"
+
+    def test_arguments_with_nothing_secret_format_as_before(self, capsys):
+        """Redaction before formatting changes nothing when nothing is secret."""
+        logs.get_logger().info("%s and %r", {"n": [1, 2]}, ("a", 3))
+        logging.getLogger("lib").warning("%s/%d", "x", 5)
+
+        events = [line["event"] for line in _lines(capsys)]
+        assert events == ["{'n': [1, 2]} and ('a', 3)", "x/5"]
+
+
+@pytest.mark.usefixtures("json_logs")
 class TestReservedKeys:
     def test_a_callers_fixed_keys_do_not_replace_the_pipelines(self, capsys):
         """level, timestamp, logger... passed on a call are fields, prefixed and redacted."""
@@ -851,6 +894,17 @@ class TestOneBadValue:
         [line] = [json.loads(text) for text in out.splitlines()]
         [key] = list(line)[6:]
         assert key == "k" * MAX_KEY_CHARS + f"...[truncated {5_000_000 - MAX_KEY_CHARS} chars]"
+
+    @pytest.mark.parametrize(
+        "value", [1, {1: "a non-str key"}, 2**80], ids=["plain", "sanitised", "big-int"]
+    )
+    def test_a_long_key_is_cut_once_whatever_its_value(self, capsys, value):
+        """A key one character too long gets the same cut name when its value needs sanitising."""
+        logs.get_logger().info("x", **{"k" * (MAX_KEY_CHARS + 1): value})
+
+        [line] = _lines(capsys)
+        [key] = list(line)[6:]
+        assert key == "k" * MAX_KEY_CHARS + "...[truncated 1 chars]"
 
     def test_a_line_is_bounded_and_the_largest_fields_trimmed(self, capsys):
         """Past MAX_LINE_BYTES the largest own fields are replaced by a marker first."""
