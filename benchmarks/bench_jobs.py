@@ -9,7 +9,9 @@ context, request id, merchant id, enqueue time). The variants:
   extracted, a CONSUMER span, the context bound and restored, a Sentry scope
   (when Sentry is on; off here), the four job metrics;
 * ``instrument_job, no headers``: decorated, called with a plain argument (no
-  message to read), which still gets a span and the metrics.
+  message to read), which still gets a span and the metrics;
+* ``@instrument``: the same handler under `instrument` (a span and two metric
+  updates), for scale.
 
 Every span is sampled and handed to a no-op exporter through a
 BatchSpanProcessor, as in production. Rounds are interleaved (the order
@@ -33,10 +35,10 @@ from typing import Any
 import _callgrind
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from kaleem_telemetry import inject_context, instrument_job, telemetry_context, tracing
+from kaleem_telemetry import inject_context, instrument, instrument_job, telemetry_context, tracing
 from kaleem_telemetry.config import TelemetryConfig
 
-VARIANTS = ("bare", "instrument_job", "instrument_job, no headers")
+VARIANTS = ("bare", "instrument_job", "instrument_job, no headers", "@instrument")
 
 
 class _NullExporter(SpanExporter):
@@ -57,6 +59,11 @@ def bare(channel: Any, method: Any, properties: Any, body: bytes) -> int:
 
 @instrument_job(queue="bench", name="handle")
 def instrumented(channel: Any, method: Any, properties: Any, body: bytes) -> int:
+    return len(body)
+
+
+@instrument(name="handle")
+def instrumented_function(channel: Any, method: Any, properties: Any, body: bytes) -> int:
     return len(body)
 
 
@@ -82,6 +89,7 @@ def _calls() -> dict[str, Callable[[], int]]:
         "bare": lambda: bare(None, None, properties, body),
         "instrument_job": lambda: instrumented(None, None, properties, body),
         "instrument_job, no headers": lambda: instrumented_plain(body),
+        "@instrument": lambda: instrumented_function(None, None, properties, body),
     }
     for call in calls.values():
         for _ in range(200):
@@ -97,9 +105,12 @@ def _count_run(variant: str, calls: int) -> None:
 
 
 def _report(per_call: dict[str, float], unit: str, scale: float, fmt: str) -> None:
-    base = per_call["bare"]
+    base, function = per_call["bare"], per_call["@instrument"]
     for name, value in per_call.items():
-        print(f"BENCH-JOBS {name:27s} {value * scale:{fmt}} {unit}  x{value / base:7.1f} bare")
+        print(
+            f"BENCH-JOBS {name:27s} {value * scale:{fmt}} {unit}  "
+            f"x{value / base:7.1f} bare  x{value / function:5.2f} @instrument"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -215,10 +215,14 @@ def _normalise(headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None) ->
                 name, value = pair
                 if value is None:
                     continue
-                key = _text(name).lower()
-                if isinstance(value, list | tuple):
-                    value = ",".join(_text(v) for v in value)
-                text = _text(value)
+                # Text is what almost every header is: it skips the conversions.
+                key = name.lower() if type(name) is str else _text(name).lower()
+                if type(value) is str:
+                    text = value
+                elif isinstance(value, list | tuple):
+                    text = ",".join(_text(v) for v in value)
+                else:
+                    text = _text(value)
             except Exception:  # noqa: BLE001 - a header we cannot read is no header of ours.
                 continue
             if len(text) <= MAX_HEADER_LENGTH:
