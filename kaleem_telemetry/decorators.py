@@ -255,8 +255,10 @@ def instrument_job(
       aio-pika's incoming message (``message.headers``), a bound Celery task's
       request (``self.request``, or the current task's), a ``headers=`` keyword
       argument, or a dict argument that holds them (under ``"headers"``, or as
-      its own keys); a handler called with none of these still gets its span and
-      metrics;
+      its own keys; a dict, or a Celery request, counts only when it has one of
+      ``traceparent``, ``x-request-id``, ``x-merchant-id``, ``x-enqueued-at``);
+      a handler called with none of these still gets its span and metrics, in
+      the current trace and context;
     * runs inside a CONSUMER span named ``process {queue}``, a child of the span
       that published the message (``traceparent``), with the message's baggage
       current, so a message published from the job carries it on;
@@ -524,7 +526,7 @@ def _find_message(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         headers = kwargs.get("headers")
         if isinstance(headers, Mapping):
             return _Message(headers)
-    for candidate in (*args, instance):
+    for candidate in args:
         if candidate is None or isinstance(candidate, _SCALARS):
             continue
         try:
@@ -533,24 +535,32 @@ def _find_message(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) 
             continue
         if found is not None:
             return found
-    celery = sys.modules.get("celery")
-    if celery is not None:
-        # A Celery task that is not bound (no ``self``) is still the current task.
-        try:
+    try:
+        # ``self`` is only asked for a Celery request (a method of a Task): a
+        # consumer object's own attributes are not a message.
+        if instance is not None:
+            found = _celery_message(getattr(instance, "request", None))
+            if found is not None:
+                return found
+        celery = sys.modules.get("celery")
+        if celery is not None:
+            # A Celery task that is not bound (no ``self``) is still the current task.
             task = getattr(celery, "current_task", None)
             if task:
                 return _celery_message(task.request)
-        except Exception:  # noqa: BLE001 - no readable current task: no headers.
-            return None
+    except Exception:  # noqa: BLE001 - no readable task request: no headers.
+        return None
     return None
 
 
 def _message_of(candidate: Any) -> _Message | None:
     if isinstance(candidate, Mapping):
+        # A dict is a message only when it holds headers as inject_context() writes
+        # them: a job's payload may well have a "headers" key of its own.
         nested = candidate.get("headers")
-        if isinstance(nested, Mapping):
+        if isinstance(nested, Mapping) and _has_our_headers(nested):
             return _Message(nested)
-        if any(key in candidate for key in _HEADER_KEYS):
+        if _has_our_headers(candidate):
             return _Message(candidate)
         return None
     request = getattr(candidate, "request", None)
@@ -558,10 +568,16 @@ def _message_of(candidate: Any) -> _Message | None:
         return _celery_message(request)
     headers = getattr(candidate, "headers", _SCALARS)
     if headers is None or isinstance(headers, Mapping):
+        # A broker's message (pika's properties, aio-pika's message): a message
+        # even without headers, so that it runs with nothing of the last one bound.
         module = type(candidate).__module__
         system = "rabbitmq" if module.startswith(("pika", "aio_pika", "aiormq")) else None
         return _Message(headers, system=system)
     return None
+
+
+def _has_our_headers(headers: Mapping[Any, Any]) -> bool:
+    return any(key in headers for key in _HEADER_KEYS)
 
 
 def _celery_message(request: Any) -> _Message | None:
@@ -581,6 +597,10 @@ def _celery_message(request: Any) -> _Message | None:
             value = getattr(request, key, None)
             if value is not None:
                 headers[key] = value
+    if not _has_our_headers(headers):
+        # A task sent without our headers (or applied eagerly inside a request)
+        # runs in the context it has.
+        return None
     return _Message(headers, eta=_timestamp(getattr(request, "eta", None)), system="celery")
 
 

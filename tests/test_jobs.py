@@ -148,6 +148,22 @@ class TestInstrumentJob:
         assert Consumer().on_message(None, None, _Properties(headers), b"") == "req-m"
         assert _runs(cap, "consumer", "ok") == 1
 
+    def test_generator_handler_and_direct_form(self, cap: TelemetryCapture) -> None:
+        """A generator handler is one job over its iteration; instrument_job(f, queue=) works."""
+        headers, sent = _published(request_id="req-g")
+
+        def handle(headers: dict[str, str]) -> Iterator[str | None]:
+            yield get_context().get("request_id")
+            yield get_context().get("request_id")
+
+        wrapped = instrument_job(handle, queue=QUEUE, name="gen")
+        items = list(wrapped(headers=headers))
+
+        assert items == ["req-g", "req-g"]
+        assert _job_span(cap).context.trace_id == sent.trace_id
+        assert _runs(cap, "gen", "ok") == 1
+        assert get_context() == {}
+
     def test_failure_is_reported_once_and_propagates(self, cap: TelemetryCapture) -> None:
         """A failing job counts error, sends one Sentry event with job tags, re-raises the same."""
         headers, sent = _published(request_id="req-e", merchant_id="m-e")
@@ -419,6 +435,19 @@ class TestContextIsolation:
         assert span.parent is not None
         assert span.parent.span_id == caller.get_span_context().span_id
         assert _runs(cap, "plain", "ok") == 1
+
+    def test_a_payload_with_headers_of_its_own_is_no_message(self, cap: TelemetryCapture):
+        """A dict whose "headers" are not ours (a webhook to send) leaves the context alone."""
+
+        @instrument_job(queue=QUEUE, name="payload")
+        def handle(job: dict[str, Any]) -> Any:
+            return get_context().get("request_id")
+
+        with telemetry_context(request_id="outer"):
+            result = handle({"url": "https://example.test", "headers": {"Accept": "x"}})
+
+        assert result == "outer"
+        assert _runs(cap, "payload", "ok") == 1
 
     def test_handler_decorated_twice_by_an_integration_is_observed_once(
         self, cap: TelemetryCapture
