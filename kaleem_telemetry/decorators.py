@@ -44,6 +44,7 @@ Added in 0.1.0.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 import time
@@ -316,6 +317,9 @@ def job_wrapper(func: F, *, queue: str, name: str | None = None, system: str | N
     if getattr(func, "_self_kaleem_job", False):
         return func
     target = inspect.unwrap(getattr(func, "__func__", func))
+    while isinstance(target, functools.partial):
+        # A partial's repr holds an address: its function's name is the bounded label.
+        target = inspect.unwrap(target.func)
     qualname = str(getattr(target, "__qualname__", None) or getattr(target, "__name__", target))
     module = str(getattr(target, "__module__", None) or "unknown")
     wrapped = wrap(func, _Job(str(queue), name or qualname, f"{module}.{qualname}", system))
@@ -371,7 +375,6 @@ class _Job:
     __slots__ = (
         "attributes",
         "done",
-        "duration",
         "in_progress",
         "job",
         "lag",
@@ -399,7 +402,6 @@ class _Job:
         self.done: dict[str, tuple[Any, Any]] = {}
         self.in_progress: Any = None
         self.lag: Any = None
-        self.duration: Any = None
 
     def begin(self) -> _JobCall:
         return self.begin_call(None, (), {})

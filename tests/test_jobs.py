@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -448,6 +449,18 @@ class TestContextIsolation:
 
         assert result == "outer"
         assert _runs(cap, "payload", "ok") == 1
+
+    def test_a_partial_is_labelled_by_its_function(self, cap: TelemetryCapture) -> None:
+        """A functools.partial handler gets its function's name as the job label."""
+
+        def handle(prefix: str, headers: dict[str, str]) -> str:
+            return prefix
+
+        job = instrument_job(functools.partial(handle, "p"), queue=QUEUE)
+
+        assert job(headers={}) == "p"
+        label = "TestContextIsolation.test_a_partial_is_labelled_by_its_function.<locals>.handle"
+        assert _runs(cap, label, "ok") == 1
 
     def test_handler_decorated_twice_by_an_integration_is_observed_once(
         self, cap: TelemetryCapture
