@@ -94,17 +94,14 @@ class CallProbe(Probe[S], Protocol[S]):
 _Begin = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def _beginner(probe: Probe[Any]) -> _Begin:
-    """Return the begin of a call from ``(instance, args, kwargs)``, once per decorated function."""
+def _call_begin(probe: Probe[Any]) -> _Begin | None:
+    """Return a `CallProbe`'s ``begin_call``, or None: looked up once per decorated function.
+
+    The wrappers test it for None on each call rather than calling an adapter
+    around ``begin()``: a plain probe (``@instrument``) pays no extra call.
+    """
     begin_call: _Begin | None = getattr(probe, "begin_call", None)
-    if begin_call is not None:
-        return begin_call
-    begin = probe.begin
-
-    def begin_plain(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return begin()
-
-    return begin_plain
+    return begin_call
 
 
 def wrap(func: F, probe: Probe[Any]) -> F:
@@ -132,14 +129,14 @@ def wrap(func: F, probe: Probe[Any]) -> F:
 
 
 def _sync_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | None) -> _Wrapper:
-    begin, end, where = _beginner(probe), probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
     attach, detach = otel_context.attach, otel_context.detach
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         try:
-            state = begin(instance, args, kwargs)
+            state = begin() if begin_call is None else begin_call(instance, args, kwargs)
         except Exception:  # noqa: BLE001 - our failure: the call runs unobserved.
             report_internal_error(where)
             return wrapped(*args, **kwargs)
@@ -173,7 +170,7 @@ def _sync_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | 
 
 
 def _async_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | None) -> _Wrapper:
-    begin, end, where = _beginner(probe), probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
     attach, detach = otel_context.attach, otel_context.detach
 
     def wrapper(
@@ -181,7 +178,7 @@ def _async_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] |
     ) -> Any:
         async def run() -> Any:
             try:
-                state = begin(instance, args, kwargs)
+                state = begin() if begin_call is None else begin_call(instance, args, kwargs)
             except Exception:  # noqa: BLE001 - our failure: the call runs unobserved.
                 report_internal_error(where)
                 return await wrapped(*args, **kwargs)
@@ -223,13 +220,13 @@ def _opener(
     Callable[[Any, BaseException | None], None],
 ]:
     """Return the guarded begin and end of a generator call (once per decorated function)."""
-    begin, end, where = _beginner(probe), probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
 
     def open_call(
         instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[Any, Context | None]:
         try:
-            state = begin(instance, args, kwargs)
+            state = begin() if begin_call is None else begin_call(instance, args, kwargs)
         except Exception:  # noqa: BLE001 - our failure: the generator runs unobserved.
             report_internal_error(where)
             return _UNOBSERVED, None
