@@ -38,10 +38,17 @@ class Publish:
         )
         self.token: object | None = otel_context.attach(trace.set_span_in_context(self.span))
         try:
-            # A copy: the caller's headers are not changed behind its back.
-            sent = dict(headers) if isinstance(headers, Mapping) else {}
-            # The one canonical traceparent is this span's, whatever the caller put there.
-            self.headers = inject_context(sent)
+            injected: dict[str, Any] = inject_context({})
+            # A copy (the caller's headers are not changed behind its back), less
+            # any spelling of a header we write: the one canonical traceparent is
+            # this span's, whatever the caller put there, in whatever case.
+            sent = {
+                key: value
+                for key, value in (headers.items() if isinstance(headers, Mapping) else ())
+                if not (isinstance(key, str) and key.lower() in injected)
+            }
+            sent.update(injected)
+            self.headers = sent
         except BaseException:
             self.close(None)
             raise

@@ -84,12 +84,14 @@ class TestInstrument:
 
 
 class TestPublishAndConsume:
-    def test_caller_properties_unchanged_and_one_job_span(
+    def test_caller_properties_unchanged_one_traceparent_and_one_job_span(
         self, instrumented: None, channel: tuple[Any, str], cap: TelemetryCapture
     ) -> None:
-        """Publishing leaves the caller's properties alone; a hand-decorated callback runs once."""
+        """The caller's properties stay as given, one traceparent is sent, the job runs once."""
         ch, queue = channel
-        properties = pika.BasicProperties(headers={"app": "x"}, content_type="text/plain")
+        stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        given = {"app": "x", "Traceparent": stale, "X-Request-ID": "old"}
+        properties = pika.BasicProperties(headers=dict(given), content_type="text/plain")
         seen: list[Any] = []
 
         @instrument_job(queue=queue, name="by-hand")
@@ -106,9 +108,15 @@ class TestPublishAndConsume:
         jobs = [s for s in cap.spans if s.name == f"process {queue}"]
         publish = next(s for s in cap.spans if s.name == f"publish {queue}")
 
-        assert properties.headers == {"app": "x"}
+        assert properties.headers == given
         assert seen[0].headers["app"] == "x"
         assert seen[0].headers["x-request-id"] == "req-p"
+        # One traceparent, the publishing span's: the caller's stale spellings are gone.
+        assert [k for k in seen[0].headers if k.lower() in {"traceparent", "x-request-id"}] == [
+            "traceparent",
+            "x-request-id",
+        ]
+        assert stale.split("-")[1] not in seen[0].headers["traceparent"]
         assert seen[0].content_type == "text/plain"
         assert len(jobs) == 1
         assert jobs[0].parent.span_id == publish.context.span_id
