@@ -22,6 +22,7 @@ EXTRAS = [
     "sqlalchemy",
     "httpx",
     "requests",
+    "pika",
     "aio-pika",
     "celery",
     "fastapi",

@@ -17,7 +17,7 @@ from kaleem_telemetry.cache import record_cache, track_cache
 from kaleem_telemetry.config import TelemetryConfig
 from kaleem_telemetry.context import bind_context, clear_context, get_context, telemetry_context
 from kaleem_telemetry.db import track_db
-from kaleem_telemetry.decorators import instrument
+from kaleem_telemetry.decorators import RetryJob, instrument, instrument_job
 from kaleem_telemetry.exceptions import MissingDependencyError, TelemetryConfigError, TelemetryError
 from kaleem_telemetry.exposition import metrics_asgi_app, metrics_wsgi_app
 from kaleem_telemetry.logs import get_logger
@@ -26,6 +26,7 @@ from kaleem_telemetry.sentry import capture_exception
 
 __all__ = [
     "MissingDependencyError",
+    "RetryJob",
     "Telemetry",
     "TelemetryConfig",
     "TelemetryConfigError",
@@ -42,6 +43,7 @@ __all__ = [
     "inject_context",
     "instrument",
     "instrument_app",
+    "instrument_job",
     "metrics_asgi_app",
     "metrics_wsgi_app",
     "record_cache",

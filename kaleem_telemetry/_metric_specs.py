@@ -110,7 +110,7 @@ _CACHE = ("cache_level", "cache_key_prefix")
 _OK_ERROR = "`ok`/`error`"
 _EXEMPLAR = "exemplar `trace_id` when sampled"
 _MIDDLEWARE = "the web middleware"
-_PLANNED_JOBS = "nothing yet: **planned**, as above"
+_JOBS = "`instrument_job` (and the pika and aio-pika consumers it wraps)"
 
 SERIES_OVERFLOW = MetricSpec(
     name="telemetry_series_overflow_total",
@@ -246,7 +246,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         labels=(*_JOB, "status"),
         signal="job",
         label_notes=(("status", "`ok`/`error`/`retry`"),),
-        recorded_by="nothing yet: registered, recorded by the **planned** `instrument_job`",
+        recorded_by=_JOBS,
     ),
     MetricSpec(
         name="job_duration_seconds",
@@ -256,7 +256,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         signal="job",
         unit="seconds",
         buckets=JOB_BUCKETS,
-        recorded_by=_PLANNED_JOBS,
+        recorded_by=_JOBS,
     ),
     MetricSpec(
         name="job_queue_lag_seconds",
@@ -266,8 +266,8 @@ FAMILIES: tuple[MetricSpec, ...] = (
         signal="job",
         unit="seconds",
         buckets=JOB_BUCKETS,
-        kind_note="(from the `x-enqueued-at` header to the start)",
-        recorded_by=_PLANNED_JOBS,
+        kind_note="(from the `x-enqueued-at` header to the start, less a declared delay)",
+        recorded_by=_JOBS,
     ),
     MetricSpec(
         name="jobs_in_progress",
@@ -276,7 +276,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         labels=_JOB,
         signal="job",
         gauge_mode="livesum",
-        recorded_by=_PLANNED_JOBS,
+        recorded_by=_JOBS,
     ),
     MetricSpec(
         name="websocket_connections_active",

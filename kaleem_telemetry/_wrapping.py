@@ -4,8 +4,10 @@ A decorator that times, traces or counts calls is a *probe* plus this skeleton.
 The probe says what one call costs to observe (`Probe`): ``begin()`` returns a
 per-call state, ``end(state, exc)`` closes it with the exception that left the
 body (or ``None``), and, optionally, ``context(state)`` names an OpenTelemetry
-context to make current while the wrapped body runs. `wrap` does the rest, once
-for every decorator:
+context to make current while the wrapped body runs. A probe that must see the
+call's arguments (`instrument_job` reads the message headers from them) is a
+`CallProbe`: its ``begin_call(instance, args, kwargs)`` replaces ``begin()``.
+`wrap` does the rest, once for every decorator:
 
 * it wraps with `wrapt`, so the result keeps the function's name, docstring,
   signature and ``__wrapped__``, `inspect` answers as for the original
@@ -40,7 +42,7 @@ from opentelemetry.context import Context
 
 from kaleem_telemetry._guard import report_internal_error
 
-__all__ = ["OperationTracker", "Probe", "ScopedProbe", "wrap"]
+__all__ = ["CallProbe", "OperationTracker", "Probe", "ScopedProbe", "wrap"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -81,13 +83,34 @@ class ScopedProbe(Probe[S], Protocol[S]):
         ...
 
 
+class CallProbe(Probe[S], Protocol[S]):
+    """A `Probe` whose call begins with the call's arguments."""
+
+    def begin_call(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> S:
+        """Begin one call of ``instance``'s method (or a function: ``None``) with its arguments."""
+        ...
+
+
+_Begin = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _call_begin(probe: Probe[Any]) -> _Begin | None:
+    """Return a `CallProbe`'s ``begin_call``, or None: looked up once per decorated function.
+
+    The wrappers test it for None on each call rather than calling an adapter
+    around ``begin()``: a plain probe (``@instrument``) pays no extra call.
+    """
+    begin_call: _Begin | None = getattr(probe, "begin_call", None)
+    return begin_call
+
+
 def wrap(func: F, probe: Probe[Any]) -> F:
     """Return ``func`` wrapped so that ``probe`` observes every call.
 
     Args:
         func: A plain, ``async``, generator or async-generator function, a
             method, a classmethod or a staticmethod.
-        probe: The probe; it may also be a `ScopedProbe`.
+        probe: The probe; it may also be a `ScopedProbe` and a `CallProbe`.
 
     Returns:
         A `wrapt` proxy of ``func`` that `inspect` takes for the original.
@@ -106,14 +129,14 @@ def wrap(func: F, probe: Probe[Any]) -> F:
 
 
 def _sync_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | None) -> _Wrapper:
-    begin, end, where = probe.begin, probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
     attach, detach = otel_context.attach, otel_context.detach
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         try:
-            state = begin()
+            state = begin() if begin_call is None else begin_call(instance, args, kwargs)
         except Exception:  # noqa: BLE001 - our failure: the call runs unobserved.
             report_internal_error(where)
             return wrapped(*args, **kwargs)
@@ -147,7 +170,7 @@ def _sync_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | 
 
 
 def _async_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | None) -> _Wrapper:
-    begin, end, where = probe.begin, probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
     attach, detach = otel_context.attach, otel_context.detach
 
     def wrapper(
@@ -155,7 +178,7 @@ def _async_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] |
     ) -> Any:
         async def run() -> Any:
             try:
-                state = begin()
+                state = begin() if begin_call is None else begin_call(instance, args, kwargs)
             except Exception:  # noqa: BLE001 - our failure: the call runs unobserved.
                 report_internal_error(where)
                 return await wrapped(*args, **kwargs)
@@ -192,13 +215,18 @@ def _async_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] |
 
 def _opener(
     probe: Probe[Any], context: Callable[[Any], Context | None] | None
-) -> tuple[Callable[[], tuple[Any, Context | None]], Callable[[Any, BaseException | None], None]]:
+) -> tuple[
+    Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[Any, Context | None]],
+    Callable[[Any, BaseException | None], None],
+]:
     """Return the guarded begin and end of a generator call (once per decorated function)."""
-    begin, end, where = probe.begin, probe.end, probe.where
+    begin, begin_call, end, where = probe.begin, _call_begin(probe), probe.end, probe.where
 
-    def open_call() -> tuple[Any, Context | None]:
+    def open_call(
+        instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Context | None]:
         try:
-            state = begin()
+            state = begin() if begin_call is None else begin_call(instance, args, kwargs)
         except Exception:  # noqa: BLE001 - our failure: the generator runs unobserved.
             report_internal_error(where)
             return _UNOBSERVED, None
@@ -231,7 +259,7 @@ def _gen_wrapper(probe: Probe[Any], context: Callable[[Any], Context | None] | N
         generator = wrapped(*args, **kwargs)
 
         def run() -> Any:
-            state, ctx = open_call()
+            state, ctx = open_call(instance, args, kwargs)
             to_send: Any = None
             to_throw: BaseException | None = None
             try:
@@ -284,7 +312,7 @@ def _async_gen_wrapper(
         agen = wrapped(*args, **kwargs)
 
         async def run() -> Any:
-            state, ctx = open_call()
+            state, ctx = open_call(instance, args, kwargs)
             to_send: Any = None
             to_throw: BaseException | None = None
             try:

@@ -6,13 +6,16 @@ An outgoing HTTP call or a message put on a queue carries, in its headers:
   receiving side continues the same trace;
 * ``x-request-id`` and ``x-merchant-id``: the bound request context, so its logs
   carry the same ids;
-* ``x-enqueued-at`` (only when asked): the Unix time the message was enqueued, so
-  the consumer can measure the queue lag.
+* ``x-enqueued-at``: the Unix time the message was enqueued, so the consumer can
+  measure the queue lag (leave it out of HTTP calls with ``enqueued_at=False``).
+
+The consumer also reads ``x-delay`` (milliseconds, the header of RabbitMQ's
+delayed-message exchange): a delay the message declares is not queue lag.
 
 `inject_context()` writes them; `extract_context()` reads them back on the other
 side (header names in any case, values as ``str`` or ``bytes``)::
 
-    headers = inject_context({}, enqueued_at=True)
+    headers = inject_context({})
     channel.basic_publish(..., properties=pika.BasicProperties(headers=headers))
 
     extracted = extract_context(message.headers)
@@ -55,6 +58,7 @@ HeadersT = TypeVar("HeadersT", bound=MutableMapping[str, Any])
 REQUEST_ID_HEADER = "x-request-id"
 MERCHANT_ID_HEADER = "x-merchant-id"
 ENQUEUED_AT_HEADER = "x-enqueued-at"
+DELAY_HEADER = "x-delay"
 
 #: What a request id or merchant id read from headers must look like (docs/reference.md, Logs).
 #: Anything else is ignored, so a caller cannot inject log lines or huge values.
@@ -74,6 +78,9 @@ class ExtractedContext:
         request_id: The ``x-request-id`` value, when present and well-formed.
         merchant_id: The ``x-merchant-id`` value, when present and well-formed.
         enqueued_at: The ``x-enqueued-at`` Unix time, when present and valid.
+        delay: The delay the message declares in ``x-delay``, in seconds, when
+            present and valid (RabbitMQ's delayed-message exchange gives the
+            milliseconds, and may deliver them negated).
         links: Links for the receiving span (used by `extract_server_context()`
             when the incoming trace is not trusted).
     """
@@ -82,6 +89,7 @@ class ExtractedContext:
     request_id: str | None = None
     merchant_id: str | None = None
     enqueued_at: float | None = None
+    delay: float | None = None
     links: tuple[trace.Link, ...] = field(default=())
 
 
@@ -98,13 +106,14 @@ def install_propagators() -> None:
     )
 
 
-def inject_context(headers: HeadersT, *, enqueued_at: bool = False) -> HeadersT:
+def inject_context(headers: HeadersT, *, enqueued_at: bool = True) -> HeadersT:
     """Write the trace context and the bound request context into ``headers``.
 
     Args:
         headers: The outgoing headers; changed in place.
-        enqueued_at: Also write ``x-enqueued-at`` with the current Unix time, for
-            a message whose consumer should measure its queue lag.
+        enqueued_at: Write ``x-enqueued-at`` with the current Unix time, so the
+            consumer measures the message's queue lag; pass ``False`` for the
+            headers of an HTTP call.
 
     Returns:
         ``headers``, for chaining.
@@ -128,8 +137,11 @@ def extract_context(
     """Read the trace context and the request context from incoming ``headers``.
 
     Header names match in any case; values may be ``str`` or ``bytes`` (as AMQP
-    and ASGI deliver them). A malformed request id, merchant id or enqueue time is
-    ignored rather than trusted.
+    and ASGI deliver them). A malformed request id, merchant id, enqueue time or
+    delay is ignored rather than trusted, and a header that cannot be read as
+    text (a value whose ``str()`` raises, a pair that is not a pair) is skipped:
+    headers from a queue are input from another process, and never make this
+    raise.
 
     Args:
         headers: A mapping or an iterable of ``(name, value)`` pairs; ``None``
@@ -145,6 +157,7 @@ def extract_context(
         request_id=_valid_id(carrier.get(REQUEST_ID_HEADER)),
         merchant_id=_valid_id(carrier.get(MERCHANT_ID_HEADER)),
         enqueued_at=_valid_time(carrier.get(ENQUEUED_AT_HEADER)),
+        delay=_valid_delay(carrier.get(DELAY_HEADER)),
     )
 
 
@@ -182,18 +195,40 @@ def extract_server_context(
     return Context(), [link]
 
 
+#: Headers longer than this are skipped: no header we read is anywhere near it,
+#: and a huge value must not cost the consumer a parse.
+MAX_HEADER_LENGTH = 8192
+#: At most this many headers are read from one message.
+MAX_HEADERS = 256
+
+
 def _normalise(headers: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None) -> dict[str, str]:
     if headers is None:
         return {}
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
     out: dict[str, str] = {}
-    for name, value in pairs:
-        if value is None:
-            continue
-        key = _text(name).lower()
-        if isinstance(value, list | tuple):
-            value = ",".join(_text(v) for v in value)
-        out[key] = _text(value)
+    try:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for count, pair in enumerate(pairs):
+            if count >= MAX_HEADERS:
+                break
+            try:
+                name, value = pair
+                if value is None:
+                    continue
+                # Text is what almost every header is: it skips the conversions.
+                key = name.lower() if type(name) is str else _text(name).lower()
+                if type(value) is str:
+                    text = value
+                elif isinstance(value, list | tuple):
+                    text = ",".join(_text(v) for v in value)
+                else:
+                    text = _text(value)
+            except Exception:  # noqa: BLE001 - a header we cannot read is no header of ours.
+                continue
+            if len(text) <= MAX_HEADER_LENGTH:
+                out[key] = text
+    except Exception:  # noqa: BLE001 - headers that cannot be iterated carry nothing usable.
+        return out
     return out
 
 
@@ -221,3 +256,16 @@ def _valid_time(value: str | None) -> float | None:
     if not math.isfinite(number) or number < 0:
         return None
     return number
+
+
+def _valid_delay(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        millis = abs(float(value))
+    except ValueError:
+        # A malformed delay is no delay: the lag is then measured from the enqueue time.
+        return None
+    if not math.isfinite(millis):
+        return None
+    return millis / 1000

@@ -486,6 +486,16 @@ def _hint_exception(hint: Mapping[str, Any] | None) -> BaseException | None:
     return None
 
 
+def never_report(exc: BaseException) -> None:
+    """Mark ``exc`` so that no Sentry event is made of it, by us or a log hook.
+
+    `instrument_job` marks a retry signal with it: the library that runs the
+    handler may log the exception it sees at error level (aiormq does), and a
+    retry is not an error.
+    """
+    _already_reported(exc)
+
+
 def _already_reported(exc: BaseException) -> bool:
     # Sentry's DedupeIntegration remembers only the last exception of one
     # context; the same exception seen by a framework integration, our

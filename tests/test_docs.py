@@ -70,6 +70,7 @@ OPTIONAL = frozenset(
         "flask",
         "gunicorn",
         "httpx",
+        "pika",
         "psycopg",
         "pymongo",
         "redis",

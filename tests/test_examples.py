@@ -65,6 +65,31 @@ class TestExamples:
         assert scraped
         assert scraped[0]["http_requests_total_series"] >= 3
 
+    def test_worker_consumes_in_the_request_trace(self, rabbitmq_url: str) -> None:
+        """The worker example's jobs log the request's trace and ids, and /metrics counts them."""
+        pytest.importorskip("pika")
+        args = ["--jobs", "3", "--port", "0", "--url", rabbitmq_url]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "worker.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=_example_env(),
+            cwd=ROOT,
+            check=False,
+        )
+        events = _json_lines(result.stdout)
+        request = next(e for e in events if e.get("event") == "orders_enqueued")
+        jobs = [e for e in events if e.get("event") == "order_job_done"]
+        scraped = [e for e in events if e.get("event") == "worker_metrics_scraped"]
+
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert [e["order"] for e in jobs] == ["order-0", "order-1", "order-2"]
+        assert {e["trace_id"] for e in jobs} == {request["trace_id"]}
+        assert {e["request_id"] for e in jobs} == {request["request_id"]}
+        assert {e["merchant_id"] for e in jobs} == {"m-42"}
+        assert scraped[0]["job_runs"] == 3
+
     def test_demo_keeps_serving_metrics_and_health(self) -> None:
         """While the CLI demo serves, a scraper reads /metrics and the health endpoints."""
         proc = subprocess.Popen(

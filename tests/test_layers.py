@@ -112,6 +112,14 @@ LAYERS = [
     ("kaleem_telemetry.redaction", "kaleem_telemetry.logs"),
     ("kaleem_telemetry.redaction", "kaleem_telemetry.tracing"),
     ("kaleem_telemetry.redaction", "kaleem_telemetry.sentry"),
+    # Propagation reads headers; the job decorator built on it is above it.
+    ("kaleem_telemetry.propagation", "kaleem_telemetry.decorators"),
+    # Integrations sit on top: the decorators and the package root never reach them.
+    ("kaleem_telemetry.decorators", "kaleem_telemetry.integrations.pika"),
+    ("kaleem_telemetry.decorators", "kaleem_telemetry.integrations.aio_pika"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.pika"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.aio_pika"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations._messaging"),
 ]
 
 

@@ -24,6 +24,7 @@ OPTIONAL = [
     "sqlalchemy",
     "httpx",
     "requests",
+    "pika",
     "aio_pika",
     "celery",
     "sentry_sdk",
@@ -37,6 +38,7 @@ OPTIONAL = [
 #: The public names of the package root; adding or removing one is an API change.
 ROOT_API = [
     "MissingDependencyError",
+    "RetryJob",
     "Telemetry",
     "TelemetryConfig",
     "TelemetryConfigError",
@@ -53,6 +55,7 @@ ROOT_API = [
     "inject_context",
     "instrument",
     "instrument_app",
+    "instrument_job",
     "metrics_asgi_app",
     "metrics_wsgi_app",
     "record_cache",

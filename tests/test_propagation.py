@@ -23,7 +23,7 @@ class TestInject:
             context.telemetry_context(request_id="r-1", merchant_id="m-1"),
             tracing.get_tracer().start_as_current_span("producer") as span,
         ):
-            headers = inject_context({}, enqueued_at=True)
+            headers = inject_context({})
             sent = span.get_span_context()
         extracted = extract_context(headers)
         parent = trace.get_current_span(extracted.otel_context).get_span_context()
@@ -36,8 +36,8 @@ class TestInject:
         assert abs(extracted.enqueued_at - time.time()) < 60
 
     def test_inject_without_enqueued_at_leaves_it_out(self, span_exporter: object) -> None:
-        """x-enqueued-at is written only when asked for."""
-        headers = inject_context({})
+        """x-enqueued-at is left out with enqueued_at=False (the headers of an HTTP call)."""
+        headers = inject_context({}, enqueued_at=False)
 
         assert "x-enqueued-at" not in headers
         assert "x-request-id" not in headers
@@ -70,6 +70,8 @@ class TestExtract:
             ("x-enqueued-at", "yesterday"),
             ("x-enqueued-at", "nan"),
             ("x-enqueued-at", "-5"),
+            ("x-delay", "forever"),
+            ("x-delay", "inf"),
         ],
     )
     def test_malformed_values_are_ignored(self, name: str, value: str) -> None:
@@ -79,6 +81,26 @@ class TestExtract:
         assert extracted.request_id is None
         assert extracted.merchant_id is None
         assert extracted.enqueued_at is None
+        assert extracted.delay is None
+
+    @pytest.mark.parametrize(("value", "seconds"), [("5000", 5.0), ("-5000", 5.0), (b"250", 0.25)])
+    def test_x_delay_is_read_in_milliseconds(self, value: object, seconds: float) -> None:
+        """x-delay (the delayed-message exchange's milliseconds, maybe negated) becomes seconds."""
+        assert extract_context({"x-delay": value}).delay == seconds
+
+    def test_unreadable_headers_are_skipped(self) -> None:
+        """A value whose str() raises and a non-pair item are skipped; the rest is read."""
+
+        class Unprintable:
+            def __str__(self) -> str:
+                raise RuntimeError("no text")
+
+        extracted = extract_context(
+            [("x-merchant-id", Unprintable()), ("bad",), ("x-request-id", "r-3")]  # type: ignore[list-item]
+        )
+
+        assert extracted.request_id == "r-3"
+        assert extracted.merchant_id is None
 
     def test_no_headers_give_an_empty_context(self) -> None:
         """None or empty headers give an invalid parent and no ids."""

@@ -473,3 +473,71 @@ class TestTrackDbShapes:
 
         assert len({s.context.span_id for s in span_exporter.get_finished_spans()}) == 2
         assert _db_count(registry, "ok") == 2
+
+
+class _ArgsProbe:
+    """A CallProbe that records the instance and arguments each call began with."""
+
+    where = "args probe"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def begin(self) -> None:
+        raise AssertionError("a CallProbe begins with begin_call")
+
+    def begin_call(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.calls.append((instance, args, kwargs))
+
+    def end(self, state: None, exc: BaseException | None) -> None:
+        pass
+
+
+class TestCallProbe:
+    def test_every_shape_begins_with_the_call_arguments(self) -> None:
+        """Plain, async, generator and async-generator calls hand their arguments to begin_call."""
+        probe = _ArgsProbe()
+
+        def plain(a: int, *, b: int) -> int:
+            return a + b
+
+        async def coro(a: int, *, b: int) -> int:
+            return a + b
+
+        def gen(a: int, *, b: int) -> Iterator[int]:
+            yield a + b
+
+        async def agen(a: int, *, b: int) -> AsyncIterator[int]:
+            yield a + b
+
+        async def drain() -> list[int]:
+            return [item async for item in wrap(agen, probe)(5, b=6)]
+
+        results = [
+            wrap(plain, probe)(1, b=2),
+            asyncio.run(wrap(coro, probe)(2, b=3)),
+            list(wrap(gen, probe)(3, b=4)),
+            asyncio.run(drain()),
+        ]
+
+        assert results == [3, 5, [7], [11]]
+        assert probe.calls == [
+            (None, (1,), {"b": 2}),
+            (None, (2,), {"b": 3}),
+            (None, (3,), {"b": 4}),
+            (None, (5,), {"b": 6}),
+        ]
+
+    def test_a_method_gets_its_instance_apart(self) -> None:
+        """On a method, begin_call gets the instance, and args without self."""
+        probe = _ArgsProbe()
+
+        class Consumer:
+            def on_message(self, body: bytes) -> bytes:
+                return body
+
+        Consumer.on_message = wrap(Consumer.on_message, probe)  # type: ignore[method-assign]
+        consumer = Consumer()
+
+        assert consumer.on_message(b"x") == b"x"
+        assert probe.calls == [(consumer, (b"x",), {})]

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 from kaleem_telemetry import (
+    RetryJob,
     Telemetry,
     TelemetryConfig,
     bind_context,
@@ -17,6 +18,7 @@ from kaleem_telemetry import (
     get_logger,
     inject_context,
     instrument,
+    instrument_job,
     record_cache,
     setup_telemetry,
     shutdown_telemetry,
@@ -66,7 +68,25 @@ total: int = add(1, 2)
 loaded: list[str] = asyncio.run(load("m-1"))
 
 headers: dict[str, str] = inject_context({})
+http_headers: dict[str, str] = inject_context({}, enqueued_at=False)
 extracted = extract_context(headers)
+lag_start: float | None = extracted.enqueued_at
+
+
+@instrument_job(queue="webhooks", name="deliver")
+def deliver(message: dict[str, object]) -> bool:
+    if not message:
+        raise RetryJob("empty")
+    return True
+
+
+@instrument_job(queue="ai-replies")
+async def reply(body: bytes, *, headers: dict[str, str]) -> int:
+    return len(body)
+
+
+delivered: bool = deliver({"headers": headers})
+replied: int = asyncio.run(reply(b"x", headers=headers))
 
 with track_db("find", collection="orders", system="mongodb"):
     pass

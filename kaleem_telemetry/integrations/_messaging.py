@@ -1,0 +1,73 @@
+"""What the RabbitMQ integrations share: the PRODUCER span and the injected headers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from kaleem_telemetry import tracing
+from kaleem_telemetry.propagation import inject_context
+
+__all__ = ["Publish", "already_instrumented"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Publish:
+    """One message being published: its PRODUCER span, and the headers to send with it."""
+
+    __slots__ = ("headers", "span", "token")
+
+    def __init__(self, exchange: str, routing_key: str, headers: Any) -> None:
+        attributes: dict[str, Any] = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": exchange or "amq.default",
+            "messaging.rabbitmq.destination.routing_key": routing_key,
+        }
+        self.span = tracing.start_own_span(
+            f"publish {exchange or routing_key}",
+            attributes=attributes,
+            kind=trace.SpanKind.PRODUCER,
+        )
+        self.token: object | None = otel_context.attach(trace.set_span_in_context(self.span))
+        try:
+            injected: dict[str, Any] = inject_context({})
+            # A copy (the caller's headers are not changed behind its back), less
+            # any spelling of a header we write: the one canonical traceparent is
+            # this span's, whatever the caller put there, in whatever case.
+            sent = {
+                key: value
+                for key, value in (headers.items() if isinstance(headers, Mapping) else ())
+                if not (isinstance(key, str) and key.lower() in injected)
+            }
+            sent.update(injected)
+            self.headers = sent
+        except BaseException:
+            self.close(None)
+            raise
+
+    def close(self, exc: BaseException | None) -> None:
+        """End the span (an error when ``exc``) and restore the context."""
+        token, self.token = self.token, None
+        if token is not None:
+            otel_context.detach(token)  # type: ignore[arg-type]
+        if isinstance(exc, Exception):
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        self.span.end()
+
+
+def already_instrumented(library: str) -> None:
+    """Log that a repeated ``instrument()`` did nothing."""
+    _LOGGER.warning(
+        "kaleem_telemetry.integrations.%s is already instrumented; "
+        "the repeated instrument() call does nothing.",
+        library,
+    )
