@@ -61,12 +61,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import enum
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+import string
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, cast
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry.exceptions import TelemetryConfigError
@@ -92,6 +94,8 @@ _CHAR_BUDGET = 8 * 1024 * 1024
 
 # Key normalisation cache size: keys are a small, repetitive vocabulary in practice.
 _KEY_CACHE_SIZE = 4096
+# Longer keys are judged on every sight rather than held by the cache.
+_KEY_CACHE_MAX_CHARS = 1024
 
 # --------------------------------------------------------------------------- keys
 #
@@ -112,6 +116,7 @@ _SECRET_KEYS = frozenset(
         "password",
         "passwords",
         "pwd",
+        "pw",
         "dbpwd",
         "mysqlpwd",
         # generic secrets and credentials
@@ -177,6 +182,18 @@ _SECRET_SUFFIXES = (
     "masterkey",
     "sessionkey",
     "authkey",
+    "privkey",  # ssh_privkey, gpg-privkey
+    "sshkey",  # ssh_key, deploy_ssh_key
+    "subscriptionkey",  # Ocp-Apim-Subscription-Key (Azure API Management)
+    "accesstokens",  # plural tokens of a credential kind (max_tokens stays readable)
+    "refreshtokens",
+    "authtokens",
+    "apitokens",
+    "bearertokens",
+    "sessiontokens",
+    "oauthtokens",
+    "csrftokens",
+    "xsrftokens",
     "authorization",  # Authorization, Proxy-Authorization, HTTP_AUTHORIZATION
     "cookie",  # Cookie, Set-Cookie, session_cookie
     "sessionid",  # sessionid, JSESSIONID
@@ -191,6 +208,16 @@ _SECRET_SUFFIXES = (
     "ssn",
     "otp",  # sms_otp, email-otp
     "jwt",
+    # compounds written as one word; with separators the qualifier rule below
+    # finds them too (otp_code is "otp" + "code").
+    "otpcode",
+    "cvvcode",
+    "cvccode",
+    "ibannumber",
+    "passcode",
+    "verificationcode",  # e-mail and SMS verification codes
+    "recoverycode",  # two-factor recovery codes
+    "recoverycodes",
 )
 
 _SECRET_PREFIXES = (
@@ -204,6 +231,57 @@ _SECRET_PREFIXES = (
 )
 
 _KEY_SEPARATORS = str.maketrans("", "", "-_. ")
+
+# Word rules, for what the normalised form cannot tell apart ("db_pass" from
+# "compass"): a key is split into words at separators and camelCase humps
+# ("smtpPass" is smtp + pass, "DBPass" is db + pass).
+_WORD_SPLIT = re.compile(r"[-_. ]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# A key whose last word is one of these is secret (db_pass, smtp-pass, mysql_pw),
+# which "pass" inside a word never is (compass, bypass_cache, passenger).
+_SECRET_LAST_WORDS = frozenset({"pass", "pw", "pwd"})
+# "tokens" is secret only after the kind of credential it holds (access_tokens,
+# id_tokens), never after a count (max_tokens, input_tokens, tokens_used).
+_TOKEN_KINDS = frozenset(
+    {"access", "refresh", "id", "auth", "api", "bearer", "session", "oauth", "csrf", "xsrf"}
+)
+# Trailing words that say how a secret is written, not what it is: without them,
+# the rest of the key is judged (token_v2, tokenValue, secret_value, otp_code,
+# cvv_code, iban_number). "count", "id", "type", "length" are not among them, so
+# token_count, access_key_id and token_type stay readable.
+_QUALIFIER_WORDS = frozenset(
+    {
+        "value",
+        "string",
+        "str",
+        "raw",
+        "plain",
+        "plaintext",
+        "code",
+        "number",
+        "num",
+        "no",
+        "b64",
+        "base64",
+        "hex",
+        "bytes",
+        "encoded",
+    }
+)
+_VERSION_WORD = re.compile(r"v?[0-9]+")
+# A key that starts with "password" names the password (password_hash,
+# password_confirmation), unless it ends with one of these: then it names the
+# rules about it (password_policy, password_min_length), which hide nothing.
+_PASSWORD_PREFIXES = ("password", "passwd")
+_PASSWORD_META_SUFFIXES = (
+    "policy",
+    "length",
+    "strength",
+    "rules",
+    "expiry",
+    "expiresat",
+    "changedat",
+    "updatedat",
+)
 
 # Span attributes whose string value is a whole URL or a query string.
 _URL_ATTRIBUTES = frozenset({"url.full", "http.url", "url.original", "http.target"})
@@ -224,16 +302,29 @@ _CARD_BRANCHES = tuple(
     ("card", rf"{d}((?<![0-9A-Za-z]{d})(?:[ -]?[0-9]){{12,18}}(?![0-9A-Za-z]))")
     for d in "0123456789"
 )
+_IBAN_BRANCHES = tuple(
+    (
+        "iban",
+        rf"{c}((?<![0-9A-Za-z]{c})[A-Z][0-9]{{2}}"
+        r"(?:[0-9A-Z]{11,30}|(?: [0-9A-Z]{4}){2,7}(?: [0-9A-Z]{1,3})?)(?![0-9A-Za-z]))",
+    )
+    for c in string.ascii_uppercase
+)
 _KV_LOOKBEHIND = r"(?:(?<=[A-Za-z_\"' \t\]]{sep})|(?<=[A-Za-z][0-9]{sep}))"
 
 _BRANCHES: tuple[tuple[str, str], ...] = (
-    # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED ...). A block that is cut before
-    # its END line is hidden up to the cap rather than left half visible.
+    # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED ...) and OpenPGP armored
+    # private key blocks. A block that is cut before its END line is hidden up to
+    # the cap rather than left half visible.
     (
         "private_key",
-        r"-(----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----"
-        r"(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|[\s\S]{0,16384}))",
+        r"-(----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[\s\S]{0,16384}))",
     ),
+    # An XML start tag (<Password>, <wsse:Password Type="...">); the element name
+    # and the text after the tag are read in Python, and only when the name is a
+    # secret key is the text consumed.
+    ("xml", r"<([A-Za-z_][A-Za-z0-9_.:-]{0,63}(?:[ \t\r\n][^<>]{0,512})?>)"),
     # scheme://user:password@ (the password may contain "@"; "/" ends the authority).
     ("url_password", r":((?<=[A-Za-z0-9+.-]:)//[^\s/?#@:]{0,256}:[^\s/?#]{1,256}@)"),
     # JWT / JWS: base64url header starting with '{"' (eyJ), payload, signature.
@@ -272,6 +363,10 @@ _BRANCHES: tuple[tuple[str, str], ...] = (
     ("pypi_token", r"p(ypi-AgEIcHlwaS5vcmc[0-9A-Za-z_-]{50,})"),
     # 13-19 digits, optionally grouped by single spaces or dashes; Luhn checked in Python.
     *_CARD_BRANCHES,
+    # IBANs (ISO 13616): country, check digits, 11 to 30 more upper-case letters
+    # and digits, unbroken or in groups of four; the country and the mod-97
+    # check are verified in Python.
+    *_IBAN_BRANCHES,
 )
 
 # E-mail addresses (opt-in): the branch anchors on "@"; the local part is found
@@ -302,6 +397,18 @@ _KV_VALUE = re.compile(
     )""",
     re.VERBOSE,
 )
+# The element name of an XML start tag (without "<" and ">"), and the element's text.
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+_XML_VALUE = re.compile(r"<!\[CDATA\[[\s\S]{0,4096}?\]\]>|[^<]{1,4096}")
+# A run of text holding a %XX escape, delimited by whitespace or quotes. The
+# look-behind makes a run start only at its first character, which keeps the
+# search linear; the lazy repeat stops at the run's first escape.
+_ENCODED_RUN = re.compile(r"(?<![^\s\"'<>])[^\s\"'<>]*?%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+#: How many times a run is percent-decoded (``%25`` nests once per round).
+_MAX_DECODE_ROUNDS = 3
+#: What `quote` keeps of a redacted, decoded run: the markers and URL
+#: punctuation that does not split a query value.
+_ENCODED_SAFE = "[]:/@!$'()*+,;="
 # The value of a header-style "Cookie: ..." or "Authorization: ..." runs to the end of the line.
 _KV_LINE_VALUE = re.compile(r"[ \t]*[^\r\n]{1,4096}")
 _LINE_KEYS = ("cookie", "authorization")
@@ -343,12 +450,15 @@ _PATTERN_EMAIL, _KINDS_EMAIL = _compile((*_BRANCHES, _EMAIL_BRANCH, *_KV_BRANCHE
 # above needs one of these characters: "-" (private_key, gitlab, slack, openai,
 # pypi), ":" (url_password, kv), "=" (kv), "@" (email), "_" (stripe, github,
 # npm), a space or tab (auth), "A" (aws, google), "J" (jwt "eyJ"), "S" (sendgrid,
-# twilio). The card branch needs none of them, but without " " or "-" its 13 to
-# 19 digits are one unbroken run. A new branch must keep this true: the property
-# test `TestScanPrecheck` checks the combined patterns against it.
-_SCAN_TRIGGERS = frozenset("-:=@_ \tAJS")
-_CARD_RUN = re.compile(r"[0-9]{13}")
-_CARD_MIN_DIGITS = 13
+# twilio), "<" (xml). The card branch needs none of them, but without " " or "-"
+# its 13 to 19 digits are one unbroken run; an IBAN without spaces is one run of
+# 15 or more upper-case letters and digits: `_LONG_RUN` finds either. "%" sends
+# percent-encoded text to the scan, which decodes it (`Redactor._scan_encoded`).
+# A new branch must keep this true: the property test `TestScanPrecheck` checks
+# the combined patterns against it.
+_SCAN_TRIGGERS = frozenset("-:=@_ \tAJS<%")
+_LONG_RUN = re.compile(r"[0-9]{13}|[A-Z]{2}[0-9]{2}[0-9A-Z]{11}")
+_LONG_RUN_MIN = 13
 
 
 def _cannot_match(s: str) -> bool:
@@ -358,7 +468,7 @@ def _cannot_match(s: str) -> bool:
     return (
         type(s) is str
         and _SCAN_TRIGGERS.isdisjoint(s)
-        and (len(s) < _CARD_MIN_DIGITS or _CARD_RUN.search(s) is None)
+        and (len(s) < _LONG_RUN_MIN or _LONG_RUN.search(s) is None)
     )
 
 
@@ -427,6 +537,7 @@ class Redactor:
     __slots__ = (
         "_exact",
         "_extra_keys",
+        "_extra_prefixes",
         "_infixes",
         "_key_cache",
         "_kinds",
@@ -435,7 +546,6 @@ class Redactor:
         "_max_items",
         "_max_string",
         "_pattern",
-        "_prefixes",
         "_suffixes",
     )
 
@@ -475,7 +585,7 @@ class Redactor:
         self._extra_keys = extras
         self._exact = frozenset(exact)
         self._suffixes = _SECRET_SUFFIXES + tuple(suffixes)
-        self._prefixes = _SECRET_PREFIXES + tuple(prefixes)
+        self._extra_prefixes = tuple(prefixes)
         self._infixes = tuple(infixes)
         self._mask_emails = bool(mask_emails)
         self._max_depth = max_depth
@@ -484,7 +594,7 @@ class Redactor:
         self._pattern, self._kinds = (
             (_PATTERN_EMAIL, _KINDS_EMAIL) if self._mask_emails else (_PATTERN, _KINDS)
         )
-        self._key_cache: dict[str, bool] = {}
+        self._key_cache: dict[str, bool | str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -676,24 +786,95 @@ class Redactor:
     # ------------------------------------------------------------------- key rules
 
     def _is_secret_str(self, key: str) -> bool:
-        """Match an exact-``str`` key against the rules, through a bounded cache."""
+        """Tell whether an exact-``str`` key is a secret key; see `_key_verdict`."""
+        verdict = self._key_cache.get(key)
+        if verdict is None:
+            verdict = self._key_verdict(key)
+        return verdict is True
+
+    def _key_verdict(self, key: str) -> bool | str:
+        """Judge an exact-``str`` key once, through a bounded cache.
+
+        ``True``: a secret key, whose value is hidden. ``False``: a plain key. A
+        string: the key itself holds a secret (a token used as a key, or
+        ``"password=hunter2"``), and this is the key to write instead, the
+        secret replaced by its marker. A plain key is judged by the key rules
+        and then scanned like a value, once; the cache makes every later
+        lookup one dict access.
+        """
         cache = self._key_cache
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-        norm = _normalise(key)
-        secret = (
+        verdict = cache.get(key)
+        if verdict is not None:
+            return verdict
+        verdict = self._matches_key_rules(key)
+        if not verdict and len(key) >= _SHORTEST_HIT and not _cannot_match(key):
+            text = key if len(key) <= self._max_string else _cut(key, self._max_string)
+            scanned = self._scan(text)
+            if scanned is not key:
+                verdict = scanned if text is key else f"{scanned}[TRUNCATED:{len(key)} chars]"
+        if len(key) <= _KEY_CACHE_MAX_CHARS:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                # Dropping everything is cheaper than LRU bookkeeping, and a workload
+                # with more distinct keys than this is rare enough not to matter.
+                cache.clear()
+            cache[key] = verdict
+        return verdict
+
+    def _matches_key_rules(self, key: str) -> bool:
+        """Match a key against the rules: its normalised form, then its words."""
+        if self._matches_normalised(_normalise(key)):
+            return True
+        words = [str.lower(word) for word in _WORD_SPLIT.split(key) if word]
+        if _matches_words(words):
+            return True
+        stripped = words
+        while len(stripped) > 1 and (
+            stripped[-1] in _QUALIFIER_WORDS or _VERSION_WORD.fullmatch(stripped[-1])
+        ):
+            stripped = stripped[:-1]
+        return stripped is not words and (
+            self._matches_normalised("".join(stripped)) or _matches_words(stripped)
+        )
+
+    def _matches_normalised(self, norm: str) -> bool:
+        """Match a normalised key against the exact, suffix, prefix and infix rules."""
+        if (
             norm in self._exact
             or norm.endswith(self._suffixes)
-            or norm.startswith(self._prefixes)
             or any(part in norm for part in self._infixes)
-        )
-        if len(cache) >= _KEY_CACHE_SIZE:
-            # Dropping everything is cheaper than LRU bookkeeping, and a workload
-            # with more distinct keys than this is rare enough not to matter.
-            cache.clear()
-        cache[key] = secret
-        return secret
+        ):
+            return True
+        if norm.startswith(_SECRET_PREFIXES) and not (
+            norm.startswith(_PASSWORD_PREFIXES) and norm.endswith(_PASSWORD_META_SUFFIXES)
+        ):
+            return True
+        return norm.startswith(self._extra_prefixes)
+
+    def _other_key_verdict(self, key: Any) -> bool | str:
+        """Judge a key that is not an exact ``str``, like `_key_verdict`.
+
+        A ``str`` subclass is judged by its text. ``bytes``-like keys are secret
+        keys by their Latin-1 text (as `is_secret_key` says) and scanned as
+        UTF-8. A tuple of strings, numbers and such tuples is scanned as the
+        text it renders as (``str(key)``): the log renderer writes it so. Any
+        other key (a number, an enum member, an object) is left alone, and the
+        redactor never calls its ``str()``.
+        """
+        if isinstance(key, str):
+            return self._key_verdict(str.__str__(key))
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            raw = bytes(key)
+            if self._is_secret_str(raw.decode("latin-1")):
+                return True
+            verdict = self._key_verdict(raw.decode("utf-8", "surrogateescape"))
+            return verdict if type(verdict) is str else False
+        if type(key) is tuple and _plain_tuple(key, 0):
+            text = repr(key)
+            if _cannot_match(text):
+                return False
+            scanned = self._scan(text)
+            return False if scanned is text else scanned
+        return False
 
     # --------------------------------------------------------------------- walking
 
@@ -717,7 +898,7 @@ class Redactor:
         """Redact everything that is not an exact ``str`` or an atomic value."""
         if issubclass(kind, str):
             return self._redact_str(value, depth, budget)
-        if issubclass(kind, (bytes, bytearray)):
+        if issubclass(kind, (bytes, bytearray, memoryview)):
             return self._redact_bytes(value, depth, budget)
         if issubclass(kind, dict):
             return self._enter(value, depth, budget, self._walk_dict)
@@ -727,6 +908,11 @@ class Redactor:
             return self._enter(value, depth, budget, self._walk_mapping)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return self._enter(value, depth, budget, self._walk_dataclass)
+        if issubclass(kind, enum.Enum):
+            # orjson writes a member as its value: the value is what is redacted.
+            inner = value.value
+            new = self._walk(inner, depth, budget)
+            return value if new is inner else new
         return value
 
     def _enter(self, value: Any, depth: int, budget: _Budget, walk: _ContainerWalk) -> Any:
@@ -774,19 +960,23 @@ class Redactor:
         limit = self._max_string
         plain_first = _PLAIN_FIRST
         triggers = _SCAN_TRIGGERS
-        card_run = _CARD_RUN.search
+        card_run = _LONG_RUN.search
+        renamed: dict[int, str] | None = None
         for key, item in items:
             if type(key) is str:
                 secret = cached(key)
                 if secret is None:
-                    secret = self._is_secret_str(key)
-            elif isinstance(key, (str, bytes, bytearray)):
-                secret = self.is_secret_key(key)
+                    secret = self._key_verdict(key)
             else:
-                secret = False
-            if secret:
+                secret = self._other_key_verdict(key)
+            if secret is True:
                 new = _mask(item)
             else:
+                if secret:
+                    # The key itself holds a secret: it is written as `secret`.
+                    if renamed is None:
+                        renamed = {}
+                    renamed[id(key)] = secret
                 kind = type(item)
                 if kind is str:
                     length = len(item)
@@ -796,7 +986,7 @@ class Redactor:
                             length <= limit
                             and item[0] in plain_first
                             and triggers.isdisjoint(item)
-                            and (length < _CARD_MIN_DIGITS or card_run(item) is None)
+                            and (length < _LONG_RUN_MIN or card_run(item) is None)
                         )
                     ):
                         chars -= length
@@ -816,6 +1006,10 @@ class Redactor:
                 if out is None:
                     out = dict(itertools.islice(dict.items(value), self._max_items))
                 out[key] = new
+        if renamed is not None:
+            if out is None:
+                out = dict(itertools.islice(dict.items(value), self._max_items))
+            out = _rename_keys(out, renamed)
         if truncated:
             if out is None:
                 out = dict(itertools.islice(dict.items(value), self._max_items))
@@ -833,11 +1027,20 @@ class Redactor:
         pairs = list(itertools.islice(value.items(), self._max_items))
         changed = size > self._max_items
         out: dict[Any, Any] = {}
+        renamed: dict[int, str] = {}
         for key, item in pairs:
-            new = _mask(item) if self.is_secret_key(key) else self._walk(item, depth, budget)
+            verdict = self._key_verdict(key) if type(key) is str else self._other_key_verdict(key)
+            if verdict is True:
+                new = _mask(item)
+            else:
+                if verdict:
+                    renamed[id(key)] = verdict
+                new = self._walk(item, depth, budget)
             changed = changed or new is not item
             out[key] = new
-        if not changed:
+        if renamed:
+            out = _rename_keys(out, renamed)
+        elif not changed:
             return value
         if size > self._max_items:
             out["[TRUNCATED]"] = f"{size - self._max_items} more items"
@@ -909,23 +1112,86 @@ class Redactor:
         except (TypeError, ValueError, RecursionError):
             return _UNREADABLE
 
-    def _redact_bytes(self, value: bytes | bytearray, depth: int, budget: _Budget) -> Any:
-        """Scan bytes as Latin-1 text (secrets are ASCII), keeping the type."""
-        text = bytes(value).decode("latin-1")
+    def _redact_bytes(
+        self, value: bytes | bytearray | memoryview, depth: int, budget: _Budget
+    ) -> Any:
+        """Scan bytes as UTF-8 text, which is how the log renderer writes them.
+
+        Undecodable bytes are carried through as they are (``surrogateescape``),
+        so a changed value keeps its type and every byte that hid nothing. Only
+        the first ``4 * max_string`` bytes are decoded: that many hold more than
+        ``max_string`` characters, so the string is cut and marked as usual.
+        """
+        view = memoryview(value)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = memoryview(view.tobytes())
+        limit = 4 * self._max_string + 4
+        raw = bytes(view[:limit]) if len(view) > limit else bytes(view)
+        text = raw.decode("utf-8", "surrogateescape")
         redacted = self._redact_str(text, depth, budget)
         if redacted is text:
             return value
-        data = redacted.encode("latin-1", "replace")
-        return bytearray(data) if isinstance(value, bytearray) else data
+        try:
+            data = redacted.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = redacted.encode("utf-8", "replace")
+        if isinstance(value, bytearray):
+            return bytearray(data)
+        return memoryview(data) if isinstance(value, memoryview) else data
 
     def _scan(self, s: str) -> str:
+        """Replace every pattern hit in *s*; return *s* itself when there is none.
+
+        Percent-encoded runs (``password%3D...``, an encoded ``redirect_uri``)
+        are decoded and scanned as well; see `_scan_encoded`.
+        """
+        if _cannot_match(s):
+            return s
+        result = self._scan_patterns(s)
+        if "%" in result:
+            result = self._scan_encoded(result)
+        return result
+
+    def _scan_encoded(self, s: str) -> str:
+        """Scan each whitespace-delimited run holding ``%XX`` escapes, decoded.
+
+        A run is decoded up to `_MAX_DECODE_ROUNDS` times (double-encoded
+        ``%253D`` is ``=`` too). When the decoded text holds a secret, the run
+        is replaced by the redacted text, encoded once more as a query value
+        would be (``&``, ``?``, ``#`` and spaces escaped; the markers readable).
+        """
+        out: list[str] = []
+        copied = 0
+        for match in _ENCODED_RUN.finditer(s):
+            run = match.group(0)
+            decoded = run
+            for _ in range(_MAX_DECODE_ROUNDS):
+                step = unquote(decoded)
+                if step == decoded:
+                    break
+                decoded = step
+                if "%" not in decoded:
+                    break
+            if decoded is run:
+                continue
+            redacted = self._scan_patterns(decoded)
+            if redacted is decoded:
+                continue
+            start, end = match.span()
+            out.append(s[copied:start])
+            out.append(quote(redacted, safe=_ENCODED_SAFE))
+            copied = end
+        if not out:
+            return s
+        out.append(s[copied:])
+        return "".join(out)
+
+    def _scan_patterns(self, s: str) -> str:
         """Replace every pattern hit in *s*; return *s* itself when there is none.
 
         `re.sub` cannot resume the scan where a handler decides, nor look at
         text before the match, so the substitution loop is written out here.
         """
-        if _cannot_match(s):
-            return s
         search = self._pattern.search
         match = search(s)
         if match is None:
@@ -959,6 +1225,14 @@ class Redactor:
                 hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
             elif kind == "email":
                 hit = _scan_email(s, start, end)
+            elif kind == "xml":
+                hit = self._scan_xml(s, start, end)
+                if hit is None:
+                    resume = start + 1  # the attributes may hold key=value pairs
+            elif kind == "iban":
+                hit = _scan_iban(s, start, end)
+                if hit is None:
+                    resume = start + 1
             else:
                 hit = (start, end, _MARKERS[kind])
             if hit is not None:
@@ -1011,6 +1285,23 @@ class Redactor:
         else:
             replacement = body[0] + REDACTED + body[0]
         return end + lead, stop, replacement
+
+    def _scan_xml(self, s: str, start: int, end: int) -> tuple[int, int, str] | None:
+        """Hide the text of an XML element at *start* whose name is a secret key.
+
+        ``<Password>x</Password>``, ``<wsse:Password Type="...">x</wsse:Password>``
+        and a ``<![CDATA[...]]>`` value are hidden; the tags are kept.
+        """
+        tag = s[start + 1 : end - 1]
+        if tag.endswith("/"):
+            return None  # <Password/> holds nothing
+        name = _XML_NAME.match(tag)
+        if name is None or not self._is_secret_str(name.group(0).rpartition(":")[2]):
+            return None
+        value = _XML_VALUE.match(s, end)
+        if value is None:
+            return None
+        return end, value.end(), REDACTED
 
     # ------------------------------------------------------------------ URL, query
 
@@ -1214,6 +1505,16 @@ def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
+def _matches_words(words: list[str]) -> bool:
+    """Match a key's lower-case words against the word rules."""
+    if not words:
+        return False
+    last = words[-1]
+    if last in _SECRET_LAST_WORDS:
+        return True
+    return last == "tokens" and len(words) > 1 and words[-2] in _TOKEN_KINDS
+
+
 def _normalise(key: str) -> str:
     """Lower-case *key* and drop ``-``, ``_``, ``.`` and spaces."""
     return str.lower(key).translate(_KEY_SEPARATORS)
@@ -1226,6 +1527,48 @@ def _mask(value: Any) -> Any:
     if type(value) in (str, bytes) and not value:
         return value
     return REDACTED
+
+
+#: Key types whose ``repr`` runs no user code, for `_plain_tuple`.
+_PLAIN_KEY_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _plain_tuple(key: tuple[Any, ...], depth: int) -> bool:
+    """Tell whether ``repr(key)`` runs only built-in code (nested at most a few deep)."""
+    if depth > 4 or len(key) > 64:
+        return False
+    return all(
+        type(part) in _PLAIN_KEY_TYPES or (type(part) is tuple and _plain_tuple(part, depth + 1))
+        for part in key
+    )
+
+
+def unique_key(name: str, key: object, taken: Container[Any]) -> str:
+    """Return *name*, made unique among *taken* by appending ``<type>`` of *key*.
+
+    The one rule for keys that render alike: the redactor uses it when a key
+    that holds a secret is replaced by its redacted text, and the log renderer
+    when it turns keys into strings (``{1: .., "1": ..}`` keeps both). The same
+    input always gives the same keys.
+    """
+    while name in taken:
+        name = f"{name}<{type(key).__name__}>"
+    return name
+
+
+def _rename_keys(source: dict[Any, Any], renamed: dict[int, str]) -> dict[Any, Any]:
+    """Rebuild *source* in order, with the keys named in *renamed* (by id) replaced."""
+    taken: set[Any] = {key for key in source if id(key) not in renamed}
+    out: dict[Any, Any] = {}
+    for key, item in source.items():
+        name = renamed.get(id(key))
+        if name is None:
+            out[key] = item
+        else:
+            name = unique_key(name, key, taken)
+            taken.add(name)
+            out[name] = item
+    return out
 
 
 def _rebuild(original: Any, items: list[Any]) -> Any:
@@ -1315,6 +1658,41 @@ def _looks_like_basic(credential: str) -> bool:
     return b":" in decoded
 
 
+#: Country codes of the IBAN registry (ISO 13616) and of the national formats built on it.
+_IBAN_COUNTRIES = frozenset(
+    (  # noqa: SIM905 - a table, easier to check against the registry as text
+        "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ "
+        "EE EG ES FI FK FO FR GA GB GE GI GL GQ GR GT GW HN HR HU IE IL IQ IR IS IT JO KM KW KZ "
+        "LB LC LI LT LU LV LY MA MC MD ME MG MK ML MN MR MT MU MZ NE NI NL NO OM PK PL PS PT QA "
+        "RO RS RU SA SC SD SE SI SK SM SN SO ST SV TD TG TL TN TR UA VA VG XK YE"
+    ).split()
+)
+_IBAN_MIN = 15
+_IBAN_MAX = 34
+
+
+def _iban_valid(iban: str) -> bool:
+    """Tell whether an upper-case IBAN without spaces passes the ISO 13616 mod-97 check."""
+    if not _IBAN_MIN <= len(iban) <= _IBAN_MAX or iban[:2] not in _IBAN_COUNTRIES:
+        return False
+    rearranged = iban[4:] + iban[:4]
+    # Letters count as 10 (A) to 35 (Z), digits as themselves: base 36.
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+
+
+def _scan_iban(s: str, start: int, end: int) -> tuple[int, int, str] | None:
+    """Find a valid IBAN at ``s[start:end]``, dropping trailing groups of four if need be.
+
+    A group of four that follows the IBAN in the text (a reference number) is
+    dropped from the candidate rather than hiding a valid IBAN with it.
+    """
+    groups = s[start:end].split(" ")
+    for stop in range(len(groups), 0, -1):
+        if _iban_valid("".join(groups[:stop])):
+            return start, start + len(" ".join(groups[:stop])), _MARKERS["iban"]
+    return None
+
+
 def _scan_email(s: str, start: int, end: int) -> tuple[int, int, str] | None:
     """Hide an e-mail address whose ``@domain`` part is ``s[start:end]``."""
     local = _EMAIL_LOCAL_BEHIND.match(s[max(0, start - 64) : start][::-1])
@@ -1333,5 +1711,15 @@ def _header_text(value: object) -> str:
 
 
 def _unquote(text: str) -> str:
-    """``unquote_plus`` that returns *text* itself when there is nothing to decode."""
-    return unquote_plus(text) if "%" in text or "+" in text else text
+    """``unquote_plus``, repeated for nested escapes; *text* itself when nothing is encoded."""
+    if "%" not in text and "+" not in text:
+        return text
+    decoded = unquote_plus(text)
+    for _ in range(_MAX_DECODE_ROUNDS - 1):
+        if "%" not in decoded:
+            break
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    return decoded
