@@ -790,28 +790,30 @@ class Redactor:
         verdict = self._key_cache.get(key)
         if verdict is None:
             verdict = self._key_verdict(key)
-        return verdict is True
+        return verdict is True or type(verdict) is _HiddenKey
 
     def _key_verdict(self, key: str) -> bool | str:
         """Judge an exact-``str`` key once, through a bounded cache.
 
         ``True``: a secret key, whose value is hidden. ``False``: a plain key. A
-        string: the key itself holds a secret (a token used as a key, or
-        ``"password=hunter2"``), and this is the key to write instead, the
-        secret replaced by its marker. A plain key is judged by the key rules
-        and then scanned like a value, once; the cache makes every later
-        lookup one dict access.
+        string: the key itself holds a secret (a token used as a key), and this
+        is the key to write instead, the secret replaced by its marker; a
+        `_HiddenKey` string when the key is a secret key as well
+        (``"password=hunter2"``), whose value is then hidden too. A key is
+        judged by the key rules and scanned like a value, once; the cache makes
+        every later lookup one dict access.
         """
         cache = self._key_cache
         verdict = cache.get(key)
         if verdict is not None:
             return verdict
         verdict = self._matches_key_rules(key)
-        if not verdict and len(key) >= _SHORTEST_HIT and not _cannot_match(key):
+        if len(key) >= _SHORTEST_HIT and not _cannot_match(key):
             text = key if len(key) <= self._max_string else _cut(key, self._max_string)
             scanned = self._scan(text)
             if scanned is not key:
-                verdict = scanned if text is key else f"{scanned}[TRUNCATED:{len(key)} chars]"
+                name = scanned if text is key else f"{scanned}[TRUNCATED:{len(key)} chars]"
+                verdict = _HiddenKey(name) if verdict else name
         if len(key) <= _KEY_CACHE_MAX_CHARS:
             if len(cache) >= _KEY_CACHE_SIZE:
                 # Dropping everything is cheaper than LRU bookkeeping, and a workload
@@ -864,10 +866,11 @@ class Redactor:
             return self._key_verdict(str.__str__(key))
         if isinstance(key, (bytes, bytearray, memoryview)):
             raw = bytes(key)
-            if self._is_secret_str(raw.decode("latin-1")):
-                return True
+            secret = self._is_secret_str(raw.decode("latin-1"))
             verdict = self._key_verdict(raw.decode("utf-8", "surrogateescape"))
-            return verdict if type(verdict) is str else False
+            if isinstance(verdict, str):
+                return _HiddenKey(verdict) if secret else verdict
+            return secret
         if type(key) is tuple and _plain_tuple(key, 0):
             text = repr(key)
             if _cannot_match(text):
@@ -969,14 +972,15 @@ class Redactor:
                     secret = self._key_verdict(key)
             else:
                 secret = self._other_key_verdict(key)
-            if secret is True:
+            if secret and secret is not True:
+                # The key itself holds a secret: it is written as `secret`.
+                if renamed is None:
+                    renamed = {}
+                renamed[id(key)] = secret
+                secret = type(secret) is _HiddenKey
+            if secret:
                 new = _mask(item)
             else:
-                if secret:
-                    # The key itself holds a secret: it is written as `secret`.
-                    if renamed is None:
-                        renamed = {}
-                    renamed[id(key)] = secret
                 kind = type(item)
                 if kind is str:
                     length = len(item)
@@ -1030,12 +1034,10 @@ class Redactor:
         renamed: dict[int, str] = {}
         for key, item in pairs:
             verdict = self._key_verdict(key) if type(key) is str else self._other_key_verdict(key)
-            if verdict is True:
-                new = _mask(item)
-            else:
-                if verdict:
-                    renamed[id(key)] = verdict
-                new = self._walk(item, depth, budget)
+            if verdict and verdict is not True:
+                renamed[id(key)] = verdict
+                verdict = type(verdict) is _HiddenKey
+            new = _mask(item) if verdict else self._walk(item, depth, budget)
             changed = changed or new is not item
             out[key] = new
         if renamed:
@@ -1529,6 +1531,12 @@ def _mask(value: Any) -> Any:
     return REDACTED
 
 
+class _HiddenKey(str):
+    """The new name of a secret key that held a secret itself: its value is hidden too."""
+
+    __slots__ = ()
+
+
 #: Key types whose ``repr`` runs no user code, for `_plain_tuple`.
 _PLAIN_KEY_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
 
@@ -1565,7 +1573,7 @@ def _rename_keys(source: dict[Any, Any], renamed: dict[int, str]) -> dict[Any, A
         if name is None:
             out[key] = item
         else:
-            name = unique_key(name, key, taken)
+            name = unique_key(str.__str__(name), key, taken)
             taken.add(name)
             out[name] = item
     return out
