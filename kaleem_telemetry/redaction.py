@@ -65,7 +65,6 @@ import enum
 import itertools
 import json
 import re
-import string
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import quote, unquote, unquote_plus
@@ -302,14 +301,6 @@ _CARD_BRANCHES = tuple(
     ("card", rf"{d}((?<![0-9A-Za-z]{d})(?:[ -]?[0-9]){{12,18}}(?![0-9A-Za-z]))")
     for d in "0123456789"
 )
-_IBAN_BRANCHES = tuple(
-    (
-        "iban",
-        rf"{c}((?<![0-9A-Za-z]{c})[A-Z][0-9]{{2}}"
-        r"(?:[0-9A-Z]{11,30}|(?: [0-9A-Z]{4}){2,7}(?: [0-9A-Z]{1,3})?)(?![0-9A-Za-z]))",
-    )
-    for c in string.ascii_uppercase
-)
 _KV_LOOKBEHIND = r"(?:(?<=[A-Za-z_\"' \t\]]{sep})|(?<=[A-Za-z][0-9]{sep}))"
 
 _BRANCHES: tuple[tuple[str, str], ...] = (
@@ -363,10 +354,6 @@ _BRANCHES: tuple[tuple[str, str], ...] = (
     ("pypi_token", r"p(ypi-AgEIcHlwaS5vcmc[0-9A-Za-z_-]{50,})"),
     # 13-19 digits, optionally grouped by single spaces or dashes; Luhn checked in Python.
     *_CARD_BRANCHES,
-    # IBANs (ISO 13616): country, check digits, 11 to 30 more upper-case letters
-    # and digits, unbroken or in groups of four; the country and the mod-97
-    # check are verified in Python.
-    *_IBAN_BRANCHES,
 )
 
 # E-mail addresses (opt-in): the branch anchors on "@"; the local part is found
@@ -451,14 +438,29 @@ _PATTERN_EMAIL, _KINDS_EMAIL = _compile((*_BRANCHES, _EMAIL_BRANCH, *_KV_BRANCHE
 # pypi), ":" (url_password, kv), "=" (kv), "@" (email), "_" (stripe, github,
 # npm), a space or tab (auth), "A" (aws, google), "J" (jwt "eyJ"), "S" (sendgrid,
 # twilio), "<" (xml). The card branch needs none of them, but without " " or "-"
-# its 13 to 19 digits are one unbroken run; an IBAN without spaces is one run of
-# 15 or more upper-case letters and digits: `_LONG_RUN` finds either. "%" sends
+# its 13 to 19 digits are one unbroken run; an IBAN (`_IBAN`) without spaces is
+# a run of 15 or more upper-case letters and digits: `_LONG_RUN` finds either
+# with one search as cheap as the digits alone (a hex id's lower-case letters
+# break it, as they do a digit run). "%" sends
 # percent-encoded text to the scan, which decodes it (`Redactor._scan_encoded`).
 # A new branch must keep this true: the property test `TestScanPrecheck` checks
 # the combined patterns against it.
 _SCAN_TRIGGERS = frozenset("-:=@_ \tAJS<%")
-_LONG_RUN = re.compile(r"[0-9]{13}|[A-Z]{2}[0-9]{2}[0-9A-Z]{11}")
+_LONG_RUN = re.compile(r"[0-9A-Z]{13}")
 _LONG_RUN_MIN = 13
+# IBANs (ISO 13616): country, check digits, 11 to 30 more upper-case letters and
+# digits, unbroken or in groups of four, standing apart from other letters and
+# digits; the country and the mod-97 check are verified in Python. Not a branch
+# of the combined pattern, where every digit (or letter) would become a candidate
+# position and every scan about a fifth slower: searched on its own, after it,
+# and only in a string with an upper-case letter (`str.islower` says cheaply
+# when there is none).
+_IBAN = re.compile(
+    r"[A-Z](?<![0-9A-Za-z][A-Z])[A-Z][0-9]{2}"
+    r"(?:[0-9A-Z]{11,30}|(?: [0-9A-Z]{4}){2,7}(?: [0-9A-Z]{1,3})?)(?![0-9A-Za-z])"
+)
+_IBAN_SEARCH = _IBAN.search
+_IBAN_MIN = 15
 
 
 def _cannot_match(s: str) -> bool:
@@ -963,7 +965,7 @@ class Redactor:
         limit = self._max_string
         plain_first = _PLAIN_FIRST
         triggers = _SCAN_TRIGGERS
-        card_run = _LONG_RUN.search
+        long_run = _LONG_RUN.search
         renamed: dict[int, str] | None = None
         for key, item in items:
             if type(key) is str:
@@ -972,14 +974,24 @@ class Redactor:
                     secret = self._key_verdict(key)
             else:
                 secret = self._other_key_verdict(key)
-            if secret and secret is not True:
-                # The key itself holds a secret: it is written as `secret`.
-                if renamed is None:
-                    renamed = {}
-                renamed[id(key)] = secret
-                secret = type(secret) is _HiddenKey
             if secret:
-                new = _mask(item)
+                if secret is True:
+                    new = _mask(item)
+                else:
+                    # The key itself holds a secret: it is written as `secret`,
+                    # and its value is hidden too or walked like any other.
+                    if renamed is None:
+                        renamed = {}
+                    renamed[id(key)] = secret
+                    if type(secret) is _HiddenKey:
+                        new = _mask(item)
+                    else:
+                        if budget is None:
+                            budget = [_ITEM_BUDGET - size, chars, [id(value)]]
+                        else:
+                            budget[_CHARS] = chars
+                        new = self._walk(item, depth, budget)
+                        chars = budget[_CHARS]
             else:
                 kind = type(item)
                 if kind is str:
@@ -990,7 +1002,7 @@ class Redactor:
                             length <= limit
                             and item[0] in plain_first
                             and triggers.isdisjoint(item)
-                            and (length < _LONG_RUN_MIN or card_run(item) is None)
+                            and (length < _LONG_RUN_MIN or long_run(item) is None)
                         )
                     ):
                         chars -= length
@@ -1141,16 +1153,73 @@ class Redactor:
             return bytearray(data)
         return memoryview(data) if isinstance(value, memoryview) else data
 
-    def _scan(self, s: str) -> str:
+    def _scan(self, s: str, decode: bool = True) -> str:
         """Replace every pattern hit in *s*; return *s* itself when there is none.
 
-        Percent-encoded runs (``password%3D...``, an encoded ``redirect_uri``)
-        are decoded and scanned as well; see `_scan_encoded`.
+        IBANs are looked for after the combined pattern (see `_IBAN`); with
+        *decode*, percent-encoded runs
+        (``password%3D...``, an encoded ``redirect_uri``) are decoded and scanned
+        too (see `_scan_encoded`). `re.sub` cannot resume the scan where a
+        handler decides, nor look at text before the match, so the substitution
+        loop is written out here.
         """
         if _cannot_match(s):
             return s
-        result = self._scan_patterns(s)
-        if "%" in result:
+        result = s
+        search = self._pattern.search
+        match = search(s)
+        if match is not None:
+            kinds = self._kinds
+            out: list[str] = []
+            copied = 0  # s[:copied] is already in out (or replaced).
+            while match is not None:
+                kind = kinds[match.lastindex or 0]
+                start, end = match.span()
+                hit: tuple[int, int, str] | None
+                resume = end
+                if kind == "kv":
+                    hit = self._scan_kv(s, start, end)
+                elif kind == "card":
+                    hit = _scan_card(s, start, end)
+                    if hit is None:
+                        # The run may start with another number ("order 10023 4111 ..."):
+                        # the pattern then stops at 19 digits, short of the card, so
+                        # look again from the run's next digit group.
+                        separator = _GROUP_SEPARATOR.search(s, start, end)
+                        if separator is not None:
+                            resume = separator.end()
+                elif kind == "auth":
+                    hit = _scan_auth(match.group(0), start, end)
+                    if hit is None:
+                        resume = start + 6  # scan what follows the scheme word normally
+                elif kind == "url_password":
+                    text = match.group(0)
+                    user = text[3 : text.index(":", 3)]
+                    hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
+                elif kind == "email":
+                    hit = _scan_email(s, start, end)
+                elif kind == "xml":
+                    hit = self._scan_xml(s, start, end)
+                    if hit is None:
+                        resume = start + 1  # the attributes may hold key=value pairs
+                else:
+                    hit = (start, end, _MARKERS[kind])
+                if hit is not None:
+                    begin, stop, text = hit
+                    begin = max(begin, copied)
+                    out.append(s[copied:begin])
+                    out.append(text)
+                    copied = stop
+                    resume = max(resume, stop)
+                match = search(s, resume)
+            if out:
+                out.append(s[copied:])
+                joined = "".join(out)
+                if joined != s:
+                    result = joined
+        if len(result) >= _IBAN_MIN and not result.islower() and _IBAN_SEARCH(result):
+            result = _scan_ibans(result)
+        if decode and "%" in result:
             result = self._scan_encoded(result)
         return result
 
@@ -1176,7 +1245,7 @@ class Redactor:
                     break
             if decoded is run:
                 continue
-            redacted = self._scan_patterns(decoded)
+            redacted = self._scan(decoded, decode=False)
             if redacted is decoded:
                 continue
             start, end = match.span()
@@ -1187,69 +1256,6 @@ class Redactor:
             return s
         out.append(s[copied:])
         return "".join(out)
-
-    def _scan_patterns(self, s: str) -> str:
-        """Replace every pattern hit in *s*; return *s* itself when there is none.
-
-        `re.sub` cannot resume the scan where a handler decides, nor look at
-        text before the match, so the substitution loop is written out here.
-        """
-        search = self._pattern.search
-        match = search(s)
-        if match is None:
-            return s
-        kinds = self._kinds
-        out: list[str] = []
-        copied = 0  # s[:copied] is already in out (or replaced).
-        while match is not None:
-            kind = kinds[match.lastindex or 0]
-            start, end = match.span()
-            hit: tuple[int, int, str] | None
-            resume = end
-            if kind == "kv":
-                hit = self._scan_kv(s, start, end)
-            elif kind == "card":
-                hit = _scan_card(s, start, end)
-                if hit is None:
-                    # The run may start with another number ("order 10023 4111 ..."):
-                    # the pattern then stops at 19 digits, short of the card, so
-                    # look again from the run's next digit group.
-                    separator = _GROUP_SEPARATOR.search(s, start, end)
-                    if separator is not None:
-                        resume = separator.end()
-            elif kind == "auth":
-                hit = _scan_auth(match.group(0), start, end)
-                if hit is None:
-                    resume = start + 6  # scan what follows the scheme word normally
-            elif kind == "url_password":
-                text = match.group(0)
-                user = text[3 : text.index(":", 3)]
-                hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
-            elif kind == "email":
-                hit = _scan_email(s, start, end)
-            elif kind == "xml":
-                hit = self._scan_xml(s, start, end)
-                if hit is None:
-                    resume = start + 1  # the attributes may hold key=value pairs
-            elif kind == "iban":
-                hit = _scan_iban(s, start, end)
-                if hit is None:
-                    resume = start + 1
-            else:
-                hit = (start, end, _MARKERS[kind])
-            if hit is not None:
-                begin, stop, text = hit
-                begin = max(begin, copied)
-                out.append(s[copied:begin])
-                out.append(text)
-                copied = stop
-                resume = max(resume, stop)
-            match = search(s, resume)
-        if not out:
-            return s
-        out.append(s[copied:])
-        result = "".join(out)
-        return s if result == s else result
 
     def _scan_kv(self, s: str, start: int, end: int) -> tuple[int, int, str] | None:
         """Hide the value after ``=``/``:`` at *start* when the key before it is secret."""
@@ -1483,7 +1489,9 @@ def redact_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------- helpers
 
 
-_MARKERS = {kind: f"[REDACTED:{kind}]" for kind, _ in (*_BRANCHES, _EMAIL_BRANCH)}
+_MARKERS = {
+    kind: f"[REDACTED:{kind}]" for kind in (*(k for k, _ in (*_BRANCHES, _EMAIL_BRANCH)), "iban")
+}
 
 _URL_AUTHORITY = re.compile(
     r"(?P<prefix>(?:[A-Za-z][A-Za-z0-9+.-]{0,31}:)?//)"
@@ -1675,7 +1683,6 @@ _IBAN_COUNTRIES = frozenset(
         "RO RS RU SA SC SD SE SI SK SM SN SO ST SV TD TG TL TN TR UA VA VG XK YE"
     ).split()
 )
-_IBAN_MIN = 15
 _IBAN_MAX = 34
 
 
@@ -1688,17 +1695,32 @@ def _iban_valid(iban: str) -> bool:
     return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
 
 
-def _scan_iban(s: str, start: int, end: int) -> tuple[int, int, str] | None:
-    """Find a valid IBAN at ``s[start:end]``, dropping trailing groups of four if need be.
+def _scan_ibans(s: str) -> str:
+    """Replace each valid IBAN in *s* with its marker.
 
-    A group of four that follows the IBAN in the text (a reference number) is
-    dropped from the candidate rather than hiding a valid IBAN with it.
+    A candidate that fails the check is tried again without its trailing
+    groups of four (a reference number after the IBAN), and the search goes on
+    from its next character, so a failing candidate cannot hide a valid one.
     """
-    groups = s[start:end].split(" ")
-    for stop in range(len(groups), 0, -1):
-        if _iban_valid("".join(groups[:stop])):
-            return start, start + len(" ".join(groups[:stop])), _MARKERS["iban"]
-    return None
+    out: list[str] = []
+    copied = 0
+    match = _IBAN_SEARCH(s)
+    while match is not None:
+        start, end = match.span()
+        groups = s[start:end].split(" ")
+        for stop in range(len(groups), 0, -1):
+            if _iban_valid("".join(groups[:stop])):
+                out.append(s[copied:start])
+                out.append(_MARKERS["iban"])
+                copied = start + len(" ".join(groups[:stop]))
+                match = _IBAN_SEARCH(s, copied)
+                break
+        else:
+            match = _IBAN_SEARCH(s, start + 1)
+    if not out:
+        return s
+    out.append(s[copied:])
+    return "".join(out)
 
 
 def _scan_email(s: str, start: int, end: int) -> tuple[int, int, str] | None:
