@@ -126,8 +126,10 @@ class EventShaper:
 
     It adds the timestamp, level, logger name, service and environment, the
     current span's ``trace_id``/``span_id``, the bound context, then the event's
-    own keys after the redactor has seen them. Long strings are cut to
-    `MAX_VALUE_CHARS` before redaction, so one 10 MB value costs little.
+    own keys after the redactor has seen them. A long string is redacted and
+    then cut to `MAX_VALUE_CHARS`, so a secret across the cut is hidden whole;
+    only a window a little past the cut is redacted, so one 10 MB value costs
+    little.
     ``exc_info`` becomes a structured ``exception`` (see `structure_exception`).
 
     Every event takes the one path, `shape`: as a structlog processor (structlog

@@ -10,16 +10,20 @@ It hides two kinds of things:
   dataclasses and JSON documents held in strings.
   Keys are compared case- and separator-insensitively: ``Password``,
   ``user-password``, ``API_KEY``, ``x-api-key``, ``accessToken``, ``access.token``
-  and ``HTTP_AUTHORIZATION`` are all secret keys, while ``token_count``,
-  ``max_tokens``, ``author``, ``authority`` and ``passenger`` are not.
-  The rules are listed (and commented) in ``_SECRET_KEYS``, ``_SECRET_SUFFIXES``
-  and ``_SECRET_PREFIXES`` below; ``extra_keys`` adds your own.
-* **Values that look like secrets**, anywhere inside any string: JWTs,
-  ``Bearer``/``Basic`` credentials, the password in ``scheme://user:pass@host``,
-  payment card numbers that pass the Luhn check, well-known API key formats
-  (AWS, Stripe, GitHub, GitLab, Slack, Google, OpenAI, SendGrid, Twilio, npm,
-  PyPI), PEM private key blocks, ``key=value`` and ``"key": "value"`` pairs whose
-  key is secret, and (opt-in) e-mail addresses.
+  and ``HTTP_AUTHORIZATION`` are all secret keys, and so are ``db_pass``,
+  ``token_v2`` and ``otp_code`` (keys are read as words too), while
+  ``token_count``, ``max_tokens``, ``author``, ``authority``, ``passenger`` and
+  ``compass`` are not. The rules are listed (and commented) in ``_SECRET_KEYS``,
+  ``_SECRET_SUFFIXES``, ``_SECRET_PREFIXES`` and the word rules below;
+  ``extra_keys`` adds your own.
+* **Values that look like secrets**, anywhere inside any string, also when
+  percent-encoded: JWTs, ``Bearer``/``Basic`` credentials, the password in
+  ``scheme://user:pass@host``, payment card numbers that pass the Luhn check,
+  IBANs that pass the mod-97 check, well-known API key formats (AWS, Stripe,
+  GitHub, GitLab, Slack, Google, OpenAI, SendGrid, Twilio, npm, PyPI), PEM and
+  PGP private key blocks, ``key=value`` and ``"key": "value"`` pairs and XML
+  elements whose key is secret, and (opt-in) e-mail addresses. A mapping key
+  that holds such a value is written as its redacted text.
 
 A hidden value becomes ``"[REDACTED]"``; a pattern hit says what it was, as in
 ``"[REDACTED:jwt]"``. The marker never contains any part of the secret.
@@ -640,8 +644,10 @@ class Redactor:
         frozensets and dataclass instances (which become a ``dict`` when
         something changes) are walked; strings are scanned for patterns and, when
         they hold a JSON object or array, parsed, redacted and re-serialised;
-        ``bytes`` are scanned as Latin-1 text. Other objects are returned as they
-        are: this function never calls ``repr()`` or ``str()`` on them.
+        ``bytes``, ``bytearray`` and ``memoryview`` are scanned as UTF-8 text and
+        an ``Enum`` member as its value (which is what orjson writes). Other
+        objects are returned as they are: this function never calls ``repr()``
+        or ``str()`` on them.
 
         Under a secret key the whole value is replaced, whatever its type, except
         ``None``, booleans and empty strings, which hide nothing and keep their
