@@ -69,6 +69,7 @@ import enum
 import itertools
 import json
 import re
+import string
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, cast
 from urllib.parse import quote, unquote, unquote_plus
@@ -390,7 +391,8 @@ _KV_VALUE = re.compile(
 )
 # The element name of an XML start tag (without "<" and ">"), and the element's text.
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
-_XML_VALUE = re.compile(r"<!\[CDATA\[[\s\S]{0,4096}?\]\]>|[^<]{1,4096}")
+# A CDATA section cut before its "]]>" is hidden up to the cap, like a PEM block.
+_XML_VALUE = re.compile(r"<!\[CDATA\[(?:[\s\S]{0,4096}?\]\]>|[\s\S]{0,4096})|[^<]{1,4096}")
 # A run of text holding a %XX escape, delimited by whitespace or quotes. The
 # look-behind makes a run start only at its first character, which keeps the
 # search linear; the lazy repeat stops at the run's first escape.
@@ -1690,15 +1692,17 @@ _IBAN_COUNTRIES = frozenset(
     ).split()
 )
 _IBAN_MAX = 34
+_IBAN_LETTER_VALUES = {
+    ord(letter): str(value) for value, letter in enumerate(string.ascii_uppercase, 10)
+}
 
 
 def _iban_valid(iban: str) -> bool:
     """Tell whether an upper-case IBAN without spaces passes the ISO 13616 mod-97 check."""
     if not _IBAN_MIN <= len(iban) <= _IBAN_MAX or iban[:2] not in _IBAN_COUNTRIES:
         return False
-    rearranged = iban[4:] + iban[:4]
-    # Letters count as 10 (A) to 35 (Z), digits as themselves: base 36.
-    return int("".join(str(int(char, 36)) for char in rearranged)) % 97 == 1
+    # Letters count as 10 (A) to 35 (Z), digits as themselves.
+    return int((iban[4:] + iban[:4]).translate(_IBAN_LETTER_VALUES)) % 97 == 1
 
 
 def _scan_ibans(s: str) -> str:
@@ -1713,16 +1717,15 @@ def _scan_ibans(s: str) -> str:
     match = _IBAN_SEARCH(s)
     while match is not None:
         start, end = match.span()
-        groups = s[start:end].split(" ")
-        for stop in range(len(groups), 0, -1):
-            if _iban_valid("".join(groups[:stop])):
-                out.append(s[copied:start])
-                out.append(_MARKERS["iban"])
-                copied = start + len(" ".join(groups[:stop]))
-                match = _IBAN_SEARCH(s, copied)
-                break
-        else:
-            match = _IBAN_SEARCH(s, start + 1)
+        if s[start : start + 2] in _IBAN_COUNTRIES:
+            groups = s[start:end].split(" ")
+            for stop in range(len(groups), 0, -1):
+                if _iban_valid("".join(groups[:stop])):
+                    out.append(s[copied:start])
+                    out.append(_MARKERS["iban"])
+                    copied = start + len(" ".join(groups[:stop]))
+                    break
+        match = _IBAN_SEARCH(s, max(copied, start + 1))
     if not out:
         return s
     out.append(s[copied:])

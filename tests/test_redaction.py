@@ -1480,6 +1480,12 @@ class TestMarkupSecrets:
         """Elements with other names, empty secret elements and comparisons are kept."""
         assert redactor.redact_string(text) is text
 
+    def test_cut_cdata_value_is_hidden_to_the_cap(self, redactor: Redactor) -> None:
+        """A CDATA section cut before its end is hidden, not shown half."""
+        value = _rand(_ALNUM, 40)
+
+        assert redactor.redact_string(f"<Token><![CDATA[{value}") == "<Token>[REDACTED]"
+
     def test_attributes_are_still_scanned(self, redactor: Redactor) -> None:
         """A tag that is not secret still has its key="value" attributes looked at."""
         value = _rand(_ALNUM, 18)
