@@ -1540,6 +1540,14 @@ class TestIBAN:
 
         assert out == "refund to [REDACTED:iban], ref 42"
 
+    def test_iban_in_non_ascii_text(self, redactor: Redactor) -> None:
+        """Text with non-ASCII letters takes the other gate and hides the IBAN too."""
+        iban = _iban("FR", "20041010050500013M02606")
+
+        assert redactor.redact_string(f"virement \u00e0 {iban} re\u00e7u") == (
+            "virement \u00e0 [REDACTED:iban] re\u00e7u"
+        )
+
     def test_iban_followed_by_a_group_of_four(self, redactor: Redactor) -> None:
         """A reference after a spaced IBAN is not taken into it, nor does it hide it."""
         iban = _iban("GB", "NWBK60161331926819")
