@@ -526,8 +526,8 @@ def _window(value: str) -> str:
 
 def _cut_redacted(value: Any, length: int, seen: int) -> Any:
     """Cut ``value``, the redacted form of the first ``seen`` of ``length`` characters."""
-    if type(value) is not str:
-        return value
+    if type(value) is not str or value == REDACTED:
+        return value  # a value hidden whole says nothing of its length either
     if len(value) > MAX_VALUE_CHARS:
         return f"{value[:MAX_VALUE_CHARS]}...[truncated {length - MAX_VALUE_CHARS} chars]"
     if seen < length:

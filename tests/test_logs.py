@@ -965,6 +965,13 @@ class TestRedactThenCut:
         [line] = _lines(capsys)
         assert line["note"] == "[REDACTED:jwt] " + "w" * (MAX_VALUE_CHARS - 100)
 
+    def test_a_long_value_under_a_secret_key_is_hidden_whole(self, capsys):
+        """A long password is "[REDACTED]", with no cut marker telling its length."""
+        logs.get_logger().info("long", password="p" * (MAX_VALUE_CHARS * 3))
+
+        [line] = _lines(capsys)
+        assert line["password"] == "[REDACTED]"
+
     def test_redaction_of_a_huge_value_is_bounded(self, capsys):
         """Only a window a little past the cut is redacted, whatever the value's size."""
         recorder = _RecordingRedactor()
