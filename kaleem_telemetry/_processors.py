@@ -514,7 +514,11 @@ def _bounded_event(event: Any) -> Any:
         return ""
     redactor = get_redactor()
     if type(event) is not str:
-        return redactor.redact(_safe_str(event))
+        # A list or an object logged as the message: its text, bounded like any.
+        text = _safe_str(event)
+        if len(text) > MAX_VALUE_CHARS:
+            return _redact_then_cut(text, redactor.redact_string)
+        return redactor.redact_string(text)
     # Event names are mostly literals ("order_created"), so the redacted form of
     # short ones is remembered, per redactor, in a bounded dict.
     if redactor is not _event_cache_owner:

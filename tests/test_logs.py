@@ -264,6 +264,16 @@ class TestHostileValues:
 
         assert len(capsys.readouterr().out) < MAX_VALUE_CHARS * 2
 
+    def test_huge_non_string_message_is_cut_like_a_string(self, capsys):
+        """A list logged as the message is cut at MAX_VALUE_CHARS, not at the redactor's cap."""
+        logs.get_logger().info(["x" * 2_000_000])
+
+        out = capsys.readouterr().out
+        assert len(out) < MAX_VALUE_CHARS * 2
+        assert json.loads(out)["event"].endswith(
+            f"...[truncated {2_000_004 - MAX_VALUE_CHARS} chars]"
+        )
+
     def test_non_string_event(self, capsys):
         """A non-string event is rendered as its string form."""
         logs.get_logger().info(12345)
