@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from kaleem_telemetry.context import bound_values
+from kaleem_telemetry.context import BoundValues, bound_values
 from kaleem_telemetry.redaction import REDACTED, get_redactor, unique_key
 
 __all__ = [
@@ -75,10 +75,6 @@ _NOTHING_TRUSTED: frozenset[str] = frozenset()
 # the sanitiser turns keys into unique strings instead.
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
-# id(bound mapping) -> (the mapping, the redactor, its context keys, the rest),
-# redacted; see _redacted_context.
-_CONTEXT_CACHE: dict[int, tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = {}
-_CONTEXT_CACHE_SIZE = 1024
 _ATOMIC_TYPES = frozenset({str, int, float, bool, type(None)})
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -335,19 +331,18 @@ def _rename_own(
 
 
 def _redacted_context(
-    context: Mapping[str, Any], redactor: Any
+    context: BoundValues, redactor: Any
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Return the bound context as (context keys in the contract's order, the rest), redacted.
 
-    The bound mapping is a new read-only object on every bind, and the same one
-    for every line logged under it, so its redacted form is remembered by
-    identity (holding a reference, so the id is not reused) while the redactor
-    is the same. A mapping holding a mutable value is not remembered: the value
-    could change after binding.
+    The bound mapping is a new object on every bind, and the same one for every
+    line logged under it, so its redacted form is kept on it (``shaped``) while
+    the redactor is the same. A mapping holding a mutable value keeps nothing:
+    the value could change after binding.
     """
-    entry = _CONTEXT_CACHE.get(id(context))
-    if entry is not None and entry[0] is context and entry[1] is redactor:
-        return entry[2], entry[3]
+    shaped = context.shaped
+    if shaped is not None and shaped[0] is redactor:
+        return shaped[1], shaped[2]
     # One pass sorts the keys; the redactor sees them in one call, and the
     # output is rebuilt only when it changed something (a request's mapping,
     # new on every request, mostly holds a clean request id).
@@ -378,9 +373,7 @@ def _redacted_context(
             break
     result = (head or None, rest)
     if cacheable:
-        if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
-            _CONTEXT_CACHE.clear()
-        _CONTEXT_CACHE[id(context)] = (context, redactor, *result)
+        context.shaped = (redactor, *result)
     return result
 
 
