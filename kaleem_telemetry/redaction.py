@@ -1407,14 +1407,27 @@ class Redactor:
         # are read as they are, and a value the pre-check clears needs no scan.
         encoded = "%" in query or "+" in query
         is_secret = self._is_secret_str
+        known = self._key_cache.get
+        triggers = _SCAN_TRIGGERS
         changed = False
         for index, param in enumerate(params):
             name, equals, value = param.partition("=")
             if not equals:
                 new = self._scan(param)
-            elif value and is_secret(_unquote(name) if encoded else name):
+                if new is param:
+                    continue
+            elif value and (
+                is_secret(_unquote(name))
+                if encoded
+                else (hit if (hit := known(name)) is not None else is_secret(name))
+            ):
                 new = name + "=" + REDACTED
-            elif not encoded and _cannot_match(value):
+            elif (
+                not encoded
+                and triggers.isdisjoint(value)
+                and (len(value) < _LONG_RUN_MIN or _LONG_RUN.search(value) is None)
+            ):
+                # `_cannot_match`, written out: a query has a few values per request.
                 continue
             else:
                 new_value = self._scan(value)
