@@ -7,8 +7,10 @@ Run it::
     kaleem-telemetry demo --port 8000
 
 It starts uvicorn on 127.0.0.1, sends itself some traffic (path parameters, a
-database query and a cache, a failing route, a streamed response, a WebSocket),
-then keeps serving ``/metrics``, ``/health/live`` and ``/health/ready``. Logs are
+database query and a cache, a failing route, a streamed response, a WebSocket,
+an order that enqueues a job for an in-process worker thread: the request, its
+job and the job's log line share one trace and the request's ids), then keeps
+serving ``/metrics``, ``/health/live`` and ``/health/ready``. Logs are
 JSON lines on stdout (one ``http_request`` event per request); spans go to stderr
 (console exporter) unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, in which case
 they go over OTLP. The database is SQLite in memory (stdlib ``sqlite3``), so the
@@ -21,7 +23,9 @@ says so and exits 1. FastAPI and uvicorn are imported only when the demo runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import signal
 import socket
 import sqlite3
@@ -39,7 +43,9 @@ from fastapi.responses import StreamingResponse
 from kaleem_telemetry import (
     bind_context,
     get_logger,
+    inject_context,
     instrument_app,
+    instrument_job,
     record_cache,
     setup_telemetry,
     shutdown_telemetry,
@@ -81,10 +87,53 @@ class Catalogue:
         return None if row is None else tuple(row)
 
 
-def build_app() -> FastAPI:
-    """Return the demo application, instrumented."""
+class Worker:
+    """A worker thread consuming jobs from an in-process queue, as a RabbitMQ consumer would.
+
+    The producer puts ``(headers, body)`` on the queue, with the headers from
+    `inject_context`; the handler, under `instrument_job`, continues the
+    request's trace and binds its ids while the job runs.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[tuple[dict[str, Any], dict[str, Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="demo-worker", daemon=True)
+        self._thread.start()
+
+    def publish(self, body: dict[str, Any]) -> None:
+        """Enqueue a job with the current trace, request id and merchant id in its headers."""
+        self.jobs.put((inject_context({}), body))
+
+    def stop(self) -> None:
+        """Let the thread finish the jobs already queued, then end it (bounded)."""
+        self.jobs.put(None)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while (item := self.jobs.get()) is not None:
+            headers, body = item
+            # instrument_job has logged, counted and reported a failure already.
+            with contextlib.suppress(Exception):
+                send_receipt(body, headers=headers)
+
+
+@instrument_job(queue="receipts")
+def send_receipt(body: dict[str, Any], *, headers: dict[str, Any]) -> None:
+    """The demo's job: its log line carries the ordering request's ids and trace."""
+    time.sleep(0.005)
+    log.info("receipt_sent", order_id=body["order_id"])
+
+
+def build_app(worker: Worker | None = None) -> FastAPI:
+    """Return the demo application, instrumented.
+
+    Args:
+        worker: Where ``POST /merchants/{id}/orders`` enqueues its job; a new
+            worker thread when ``None``.
+    """
     app = FastAPI(title="kaleem-demo")
     catalogue = Catalogue()
+    jobs = worker if worker is not None else Worker()
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
@@ -98,6 +147,14 @@ def build_app() -> FastAPI:
             raise HTTPException(status_code=404, detail="no such product")
         log.info("product_viewed", product_id=product_id)
         return {"id": row[0], "name": row[1]}
+
+    @app.post("/merchants/{merchant_id}/orders")
+    async def order(merchant_id: str) -> dict[str, Any]:
+        bind_context(merchant_id=merchant_id)
+        order_id = int(time.time() * 1000) % 100_000
+        jobs.publish({"order_id": order_id})
+        log.info("order_placed", order_id=order_id)
+        return {"order_id": order_id, "receipt": "queued"}
 
     @app.get("/fail")
     async def fail() -> None:
@@ -137,8 +194,10 @@ def drive(base_url: str) -> None:
         "/health/live",
         "/health/ready",
     ]
-    for path in paths:
-        request = urllib.request.Request(base_url + path, headers={"X-Request-ID": "demo-1"})
+    for method, path in [("GET", p) for p in paths] + [("POST", "/merchants/m-1/orders")]:
+        request = urllib.request.Request(
+            base_url + path, method=method, headers={"X-Request-ID": "demo-1"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
@@ -180,8 +239,9 @@ def run_demo(*, duration: float = 10.0, port: int = 0) -> int:
     exporter = "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "console"
     setup_telemetry(service_name="kaleem-demo", traces_exporter=exporter)
     port = port or free_port()
+    worker = Worker()
     config = uvicorn.Config(
-        build_app(), host="127.0.0.1", port=port, log_config=None, access_log=False
+        build_app(worker), host="127.0.0.1", port=port, log_config=None, access_log=False
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
@@ -208,5 +268,6 @@ def run_demo(*, duration: float = 10.0, port: int = 0) -> int:
         pass
     server.should_exit = True
     thread.join(10)
+    worker.stop()
     shutdown_telemetry()
     return 0

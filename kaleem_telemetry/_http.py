@@ -321,17 +321,18 @@ class HttpRecorder:
 
     def in_progress(self, method: str) -> Any:
         """Return the ``http_requests_in_progress`` child for ``method``."""
-        return get_metrics(self._registry).http_requests_in_progress.labels(method)
+        family = get_metrics(self._registry).http_requests_in_progress
+        return family.cached((method,)) or family.labels(method)
 
     def observe(
         self, method: str, route: str, status: str, seconds: float, trace_id: str | None
     ) -> None:
         """Count one request and observe its duration (with an exemplar when sampled)."""
         metrics = get_metrics(self._registry)
-        metrics.http_requests_total.labels(method, route, status).inc()
-        metrics.http_request_duration_seconds.observe_sampled(
-            (method, route, status), seconds, trace_id
-        )
+        values = (method, route, status)
+        total = metrics.http_requests_total
+        (total.cached(values) or total.labels(*values)).inc()
+        metrics.http_request_duration_seconds.observe_sampled(values, seconds, trace_id)
 
     def count_error(self, method: str, route: str, status: str, error_type: str) -> None:
         """Increment ``http_errors_total`` for one failed request."""

@@ -13,7 +13,9 @@ every processor call costs a Python function call on every line.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 import sys
 import time
 import traceback
@@ -24,8 +26,8 @@ from typing import Any
 import orjson
 from opentelemetry import trace
 
-from kaleem_telemetry.context import bound_values
-from kaleem_telemetry.redaction import REDACTED, get_redactor
+from kaleem_telemetry.context import BoundValues, bound_values
+from kaleem_telemetry.redaction import REDACTED, get_redactor, unique_key
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -48,6 +50,13 @@ MAX_LINE_BYTES = 65_536
 #: A caller's key that names a fixed one (``level``...) is written with this prefix.
 RESERVED_PREFIX = "field_"
 
+#: How far past the cut a long value is redacted, so a secret across the cut is seen whole.
+_REDACT_MARGIN = 4_096
+# A trailing run of non-space characters (reversed), dropped from the window.
+_MAX_TRAILING_RUN = 1_024
+_TRAILING_RUN = re.compile(rf"\S{{0,{_MAX_TRAILING_RUN}}}")
+_MISSING = object()
+
 _MAX_FRAMES = 40
 _MAX_CAUSES = 4
 _MAX_DEPTH = 12
@@ -66,10 +75,6 @@ _NOTHING_TRUSTED: frozenset[str] = frozenset()
 # the sanitiser turns keys into unique strings instead.
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
-# id(bound mapping) -> (the mapping, the redactor, its context keys, the rest),
-# redacted; see _redacted_context.
-_CONTEXT_CACHE: dict[int, tuple[Any, Any, dict[str, Any] | None, dict[str, Any]]] = {}
-_CONTEXT_CACHE_SIZE = 1024
 _ATOMIC_TYPES = frozenset({str, int, float, bool, type(None)})
 
 _EVENT_CACHE: dict[str, str] = {}
@@ -119,8 +124,10 @@ class EventShaper:
 
     It adds the timestamp, level, logger name, service and environment, the
     current span's ``trace_id``/``span_id``, the bound context, then the event's
-    own keys after the redactor has seen them. Long strings are cut to
-    `MAX_VALUE_CHARS` before redaction, so one 10 MB value costs little.
+    own keys after the redactor has seen them. A long string is redacted and
+    then cut to `MAX_VALUE_CHARS`, so a secret across the cut is hidden whole;
+    only a window a little past the cut is redacted, so one 10 MB value costs
+    little.
     ``exc_info`` becomes a structured ``exception`` (see `structure_exception`).
 
     Every event takes the one path, `shape`: as a structlog processor (structlog
@@ -209,6 +216,8 @@ class EventShaper:
                 own.update(bound)
         # The event's values the redactor must see, redacted in one call.
         fresh: dict[str, Any] = {}
+        # The keys of strings too long to print whole -> their length; see _window.
+        long: dict[str, tuple[int, int]] | None = None
         head_hit = False
         special = _SPECIAL_KEYS
         limit = MAX_VALUE_CHARS
@@ -222,20 +231,25 @@ class EventShaper:
             elif key in trusted:
                 own[key] = value
                 continue
-            if head is not None and key in head:
+            in_head = head is not None and key in head
+            if in_head:
                 if value is context[key]:
                     # The bound value itself (the access event's request id):
                     # its redacted form is in place already.
                     continue
                 head_hit = True
-                if type(value) is str and len(value) > limit:
-                    value = _cut(value)
-                fresh[key] = value
-                continue
             if type(value) is str and len(value) > limit:
-                value = _cut(value)
-            # Holds the key's place; the redacted value replaces it below.
-            own[key] = fresh[key] = value
+                # Redacted first and cut after (below), so a secret across the
+                # cut is hidden whole; only a bounded window is redacted.
+                if long is None:
+                    long = {}
+                window = _window(value)
+                long[key] = (len(value), len(window))
+                value = window
+            fresh[key] = value
+            if not in_head:
+                # Holds the key's place; the redacted value replaces it below.
+                own[key] = value
         if fresh:
             redacted = redactor.redact(fresh)
             if head_hit:
@@ -245,9 +259,26 @@ class EventShaper:
                     if key in fresh:
                         head[key] = redacted.get(key, REDACTED)
             if redacted is not fresh:
+                renamed: list[str] | None = None
                 for key in fresh:
                     if key in own:
-                        own[key] = redacted.get(key, REDACTED)
+                        new = redacted.get(key, _MISSING)
+                        if new is _MISSING:
+                            # Dropped past max_items, or the key itself held a
+                            # secret and the redactor wrote it under a new name.
+                            if renamed is None:
+                                renamed = []
+                            renamed.append(key)
+                            new = REDACTED
+                        own[key] = new
+                if renamed is not None:
+                    own = _rename_own(own, renamed, fresh, redacted, redactor, out)
+            if long is not None:
+                for key, (length, seen) in long.items():
+                    if key in own:
+                        own[key] = _cut_redacted(own[key], length, seen)
+                    elif head is not None and key in head:
+                        head[key] = _cut_redacted(head[key], length, seen)
         if head:
             out.update(head)
         if own:
@@ -265,20 +296,53 @@ class EventShaper:
         return out
 
 
+def _rename_own(
+    own: dict[str, Any],
+    renamed: list[str],
+    fresh: dict[str, Any],
+    redacted: Any,
+    redactor: Any,
+    taken: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Rebuild ``own`` in order, with the keys the redactor renamed under their new names.
+
+    The redactor keeps a dict's order and size (up to ``max_items``), so the
+    n-th key of ``fresh`` is the n-th key of ``redacted``.
+    """
+    count = min(len(fresh), getattr(redactor, "max_items", len(fresh)))
+    names = dict(
+        zip(itertools.islice(fresh, count), itertools.islice(redacted, count), strict=False)
+    )
+    missing = frozenset(renamed)
+    used: set[str] = set(taken)
+    used.update(key for key in own if key not in missing)
+    rebuilt: dict[str, Any] = {}
+    for key, value in own.items():
+        name = names.get(key) if key in missing else key
+        if name is None:
+            rebuilt[key] = value  # past max_items: the value is hidden already
+        elif name is key:
+            rebuilt[key] = value
+        else:
+            name = unique_key(name, key, used)
+            used.add(name)
+            rebuilt[name] = redacted.get(names[key], REDACTED)
+    return rebuilt
+
+
 def _redacted_context(
-    context: Mapping[str, Any], redactor: Any
+    context: BoundValues, redactor: Any
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     """Return the bound context as (context keys in the contract's order, the rest), redacted.
 
-    The bound mapping is a new read-only object on every bind, and the same one
-    for every line logged under it, so its redacted form is remembered by
-    identity (holding a reference, so the id is not reused) while the redactor
-    is the same. A mapping holding a mutable value is not remembered: the value
-    could change after binding.
+    The bound mapping is a new object on every bind, and the same one for every
+    line logged under it, so its redacted form is kept on it (``shaped``) while
+    the redactor is the same. A mapping holding a mutable value keeps nothing:
+    the value could change after binding.
     """
-    entry = _CONTEXT_CACHE.get(id(context))
-    if entry is not None and entry[0] is context and entry[1] is redactor:
-        return entry[2], entry[3]
+    shaped = context.shaped
+    if shaped is not None and shaped[0] is redactor:
+        return shaped[1], shaped[2]
     # One pass sorts the keys; the redactor sees them in one call, and the
     # output is rebuilt only when it changed something (a request's mapping,
     # new on every request, mostly holds a clean request id).
@@ -304,13 +368,12 @@ def _redacted_context(
             redacted = redactor.redact(combined)
             if redacted is not combined:
                 head = {key: redacted.get(key, REDACTED) for key in head}
-                rest = {key: redacted.get(key, REDACTED) for key in rest}
+                # A key that itself held a secret comes back under a new name.
+                rest = {key: value for key, value in redacted.items() if key not in head}
             break
     result = (head or None, rest)
     if cacheable:
-        if len(_CONTEXT_CACHE) >= _CONTEXT_CACHE_SIZE:
-            _CONTEXT_CACHE.clear()
-        _CONTEXT_CACHE[id(context)] = (context, redactor, *result)
+        context.shaped = (redactor, *result)
     return result
 
 
@@ -444,7 +507,11 @@ def _bounded_event(event: Any) -> Any:
         return ""
     redactor = get_redactor()
     if type(event) is not str:
-        return redactor.redact(_safe_str(event))
+        # A list or an object logged as the message: its text, bounded like any.
+        text = _safe_str(event)
+        if len(text) > MAX_VALUE_CHARS:
+            return _redact_then_cut(text, redactor.redact_string)
+        return redactor.redact_string(text)
     # Event names are mostly literals ("order_created"), so the redacted form of
     # short ones is remembered, per redactor, in a bounded dict.
     if redactor is not _event_cache_owner:
@@ -454,7 +521,7 @@ def _bounded_event(event: Any) -> Any:
     if cached is not None:
         return cached
     if len(event) > MAX_VALUE_CHARS:
-        event = _cut(event)
+        return _redact_then_cut(event, redactor.redact_string)
     redacted = redactor.redact_string(event)
     if len(event) <= _EVENT_CACHE_MAX_CHARS and len(_EVENT_CACHE) < _EVENT_CACHE_SIZE:
         _EVENT_CACHE[event] = redacted
@@ -463,6 +530,42 @@ def _bounded_event(event: Any) -> Any:
 
 def _cut(value: str) -> str:
     return f"{value[:MAX_VALUE_CHARS]}...[truncated {len(value) - MAX_VALUE_CHARS} chars]"
+
+
+def _window(value: str) -> str:
+    """Return the part of a long ``value`` that is redacted before it is cut.
+
+    It reaches `_REDACT_MARGIN` characters past the cut, so a secret that
+    straddles the cut is seen whole, and it ends before any run of non-space
+    characters the window would split (that run could only show if redaction
+    shrank the text by more than the margin, and then not as half a secret).
+    """
+    limit = MAX_VALUE_CHARS + _REDACT_MARGIN
+    if len(value) <= limit:
+        return value
+    head = value[:limit]
+    tail = _TRAILING_RUN.match(head[-_MAX_TRAILING_RUN:][::-1])
+    return head[: limit - tail.end()] if tail is not None else head
+
+
+def _cut_redacted(value: Any, length: int, seen: int) -> Any:
+    """Cut ``value``, the redacted form of the first ``seen`` of ``length`` characters."""
+    if type(value) is not str or value == REDACTED:
+        return value  # a value hidden whole says nothing of its length either
+    if len(value) > MAX_VALUE_CHARS:
+        return f"{value[:MAX_VALUE_CHARS]}...[truncated {length - MAX_VALUE_CHARS} chars]"
+    if seen < length:
+        # Redaction shrank the window below the cut; the rest was never shown.
+        return f"{value}...[truncated {length - seen} chars]"
+    return value
+
+
+def _redact_then_cut(text: str, redact: Any) -> Any:
+    """Redact ``text`` (its window, when long) with ``redact``, then cut it."""
+    if len(text) <= MAX_VALUE_CHARS:
+        return redact(text)
+    window = _window(text)
+    return _cut_redacted(redact(window), len(text), len(window))
 
 
 def _exception_from(exc_info: Any) -> BaseException | None:
@@ -485,12 +588,9 @@ def _structure(exc: BaseException, causes_left: int) -> dict[str, Any]:
     module = kind.__module__
     qualname = kind.__qualname__
     name = qualname if module in {"builtins", "__main__"} else f"{module}.{qualname}"
-    message = _safe_str(exc)
-    if len(message) > MAX_VALUE_CHARS:
-        message = _cut(message)
     out: dict[str, Any] = {
         "type": name,
-        "message": get_redactor().redact_string(message),
+        "message": _redact_then_cut(_safe_str(exc), get_redactor().redact_string),
         "frames": frames,
     }
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
@@ -513,10 +613,9 @@ def _safe_str(value: Any) -> str:
 
 def _safe_repr(value: Any) -> str:
     try:
-        text = repr(value)
+        return repr(value)
     except Exception:  # noqa: BLE001 - hostile __repr__: name the type instead.
         return f"<unrepresentable {type(value).__name__}>"
-    return text if len(text) <= MAX_VALUE_CHARS else _cut(text)
 
 
 def _json_default(value: Any) -> Any:
@@ -530,7 +629,7 @@ def _json_default(value: Any) -> Any:
         return "<traceback>"
     # The redactor leaves unknown objects alone (it never calls repr on them),
     # so the text this fallback produces is redacted here.
-    return get_redactor().redact_string(_safe_repr(value))
+    return _redact_then_cut(_safe_repr(value), get_redactor().redact_string)
 
 
 def _unrenderable(value: Any) -> str:
@@ -577,7 +676,12 @@ def _sanitise(value: Any, depth: int, seen: set[int]) -> Any:
 
 
 def _sanitise_key(key: Any) -> str:
-    text = key if isinstance(key, str) else _safe_str(key)
+    if isinstance(key, str):
+        text = key
+    else:
+        # A key that is not text is written as its str(), which the redactor
+        # never calls: what it shows is redacted here.
+        text = _redact_then_cut(_safe_str(key), get_redactor().redact_string)
     if len(text) > MAX_KEY_CHARS:
         text = f"{text[:MAX_KEY_CHARS]}...[truncated {len(text) - MAX_KEY_CHARS} chars]"
     return text.encode("utf-8", "replace").decode("utf-8")
@@ -585,9 +689,6 @@ def _sanitise_key(key: Any) -> str:
 
 def _unique_key(key: Any, taken: Mapping[str, Any]) -> str:
     """Return ``key`` as a JSON key not in ``taken``: ``{1: .., "1": ..}`` keeps both."""
-    text = _sanitise_key(key)
     # A later key that renders like an earlier one gets its type name appended
     # (``"1<str>"``) until unique: the same input always gives the same keys.
-    while text in taken:
-        text = f"{text}<{type(key).__name__}>"
-    return text
+    return unique_key(_sanitise_key(key), key, taken)

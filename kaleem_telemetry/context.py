@@ -50,14 +50,32 @@ SPAN_ATTRIBUTE_NAMES: Mapping[str, str] = MappingProxyType(
     {"merchant_id": "merchant.id", "request_id": "request.id", "user_id": "enduser.id"}
 )
 
-_EMPTY: Mapping[str, Any] = MappingProxyType({})
-_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+
+class BoundValues(dict[str, Any]):
+    """The values bound in one context, made anew on every bind and never changed after.
+
+    Only the package reads it (`bound_values`); users get a copy (`get_context`).
+    ``shaped`` is where the log shaper keeps this mapping's redacted form, so the
+    form is worked out once for every line logged under one binding and goes
+    away with it.
+    """
+
+    __slots__ = ("shaped",)
+
+    def __init__(self, values: Mapping[str, Any] = MappingProxyType({})) -> None:
+        super().__init__(values)
+        #: (the redactor, the context keys, the rest), redacted; set by the shaper.
+        self.shaped: tuple[Any, ...] | None = None
+
+
+_EMPTY = BoundValues()
+_CONTEXT: contextvars.ContextVar[BoundValues] = contextvars.ContextVar(
     "kaleem_telemetry_context", default=_EMPTY
 )
 
-#: Read the bound values without a copy (a read-only mapping): the hot-path read
-#: of the log pipeline and the span processor. Users call `get_context()`.
-bound_values: Callable[[], Mapping[str, Any]] = _CONTEXT.get
+#: Read the bound values without a copy: the hot-path read of the log pipeline
+#: and the span processor, which never change them. Users call `get_context()`.
+bound_values: Callable[[], BoundValues] = _CONTEXT.get
 
 
 # The request (or job) being served in this context: an object with a ``span``
@@ -141,7 +159,7 @@ class _BoundValues:
 
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = values
-        self._token: contextvars.Token[Mapping[str, Any]] | None = None
+        self._token: contextvars.Token[BoundValues] | None = None
 
     def __enter__(self) -> dict[str, Any]:
         merged = _merged(_CONTEXT.get(), self._values)
@@ -163,7 +181,7 @@ class _BoundValues:
             self._token = None
 
 
-def push_context(values: Mapping[str, Any]) -> contextvars.Token[Mapping[str, Any]]:
+def push_context(values: Mapping[str, Any]) -> contextvars.Token[BoundValues]:
     """Bind ``values`` on top of the current context and return the token to undo it.
 
     The cheap form of `telemetry_context()` for the web middleware, which binds
@@ -175,11 +193,11 @@ def push_context(values: Mapping[str, Any]) -> contextvars.Token[Mapping[str, An
     current = _CONTEXT.get()
     if not current and None not in values.values():
         # The request's first binding, over an empty context: nothing to merge.
-        return _CONTEXT.set(MappingProxyType(dict(values)))
+        return _CONTEXT.set(BoundValues(values))
     return _CONTEXT.set(_merged(current, values))
 
 
-def pop_context(token: contextvars.Token[Mapping[str, Any]]) -> None:
+def pop_context(token: contextvars.Token[BoundValues]) -> None:
     """Restore the context `push_context()` replaced."""
     _CONTEXT.reset(token)
 
@@ -249,14 +267,14 @@ async def run_in_executor(executor: Executor | None, fn: Callable[..., R], *args
     return await loop.run_in_executor(executor, functools.partial(ctx.run, fn, *args))
 
 
-def _merged(current: Mapping[str, Any], values: Mapping[str, Any]) -> Mapping[str, Any]:
-    merged = dict(current)
+def _merged(current: Mapping[str, Any], values: Mapping[str, Any]) -> BoundValues:
+    merged = BoundValues(current)
     for key, value in values.items():
         if value is None:
             merged.pop(key, None)
         else:
             merged[key] = value
-    return MappingProxyType(merged)
+    return merged
 
 
 def _set_on_current_span(values: Mapping[str, Any]) -> None:

@@ -48,7 +48,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any, Generic, TypeVar, cast
 
@@ -120,6 +120,7 @@ class CappedFamily(Generic[M]):
         "_series",
         "_stamps",
         "_warned",
+        "cached",
         "labelnames",
         "metric",
         "name",
@@ -146,6 +147,10 @@ class CappedFamily(Generic[M]):
         self.labelnames: tuple[str, ...] = names
         self._overflow = overflow
         self._cache: dict[tuple[Any, ...], M] = {}
+        #: The child already made for a tuple of label values, or ``None``:
+        #: ``family.cached(values) or family.labels(*values)`` on hot paths,
+        #: where a lookup that is a C call saves a Python frame per request.
+        self.cached: Callable[[tuple[Any, ...]], M | None] = self._cache.get
         self._series: set[tuple[str, ...]] = set()
         self._other = (OTHER,) * len(self.labelnames)
         self._lock = threading.Lock()
@@ -229,7 +234,7 @@ class CappedFamily(Generic[M]):
             amount: The observed value (seconds).
             trace_id: The sampled trace's id (32 hex digits), or ``None``.
         """
-        child: Any = self.labels(*values)
+        child: Any = self._cache.get(values) or self.labels(*values)
         bounds = self._bounds
         if trace_id is None or bounds is None:
             child.observe(amount)

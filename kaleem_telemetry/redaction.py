@@ -10,16 +10,20 @@ It hides two kinds of things:
   dataclasses and JSON documents held in strings.
   Keys are compared case- and separator-insensitively: ``Password``,
   ``user-password``, ``API_KEY``, ``x-api-key``, ``accessToken``, ``access.token``
-  and ``HTTP_AUTHORIZATION`` are all secret keys, while ``token_count``,
-  ``max_tokens``, ``author``, ``authority`` and ``passenger`` are not.
-  The rules are listed (and commented) in ``_SECRET_KEYS``, ``_SECRET_SUFFIXES``
-  and ``_SECRET_PREFIXES`` below; ``extra_keys`` adds your own.
-* **Values that look like secrets**, anywhere inside any string: JWTs,
-  ``Bearer``/``Basic`` credentials, the password in ``scheme://user:pass@host``,
-  payment card numbers that pass the Luhn check, well-known API key formats
-  (AWS, Stripe, GitHub, GitLab, Slack, Google, OpenAI, SendGrid, Twilio, npm,
-  PyPI), PEM private key blocks, ``key=value`` and ``"key": "value"`` pairs whose
-  key is secret, and (opt-in) e-mail addresses.
+  and ``HTTP_AUTHORIZATION`` are all secret keys, and so are ``db_pass``,
+  ``token_v2`` and ``otp_code`` (keys are read as words too), while
+  ``token_count``, ``max_tokens``, ``author``, ``authority``, ``passenger`` and
+  ``compass`` are not. The rules are listed (and commented) in ``_SECRET_KEYS``,
+  ``_SECRET_SUFFIXES``, ``_SECRET_PREFIXES`` and the word rules below;
+  ``extra_keys`` adds your own.
+* **Values that look like secrets**, anywhere inside any string, also when
+  percent-encoded: JWTs, ``Bearer``/``Basic`` credentials, the password in
+  ``scheme://user:pass@host``, payment card numbers that pass the Luhn check,
+  IBANs that pass the mod-97 check, well-known API key formats (AWS, Stripe,
+  GitHub, GitLab, Slack, Google, OpenAI, SendGrid, Twilio, npm, PyPI), PEM and
+  PGP private key blocks, ``key=value`` and ``"key": "value"`` pairs and XML
+  elements whose key is secret, and (opt-in) e-mail addresses. A mapping key
+  that holds such a value is written as its redacted text.
 
 A hidden value becomes ``"[REDACTED]"``; a pattern hit says what it was, as in
 ``"[REDACTED:jwt]"``. The marker never contains any part of the secret.
@@ -61,12 +65,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import enum
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+import string
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, cast
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry.exceptions import TelemetryConfigError
@@ -92,6 +98,8 @@ _CHAR_BUDGET = 8 * 1024 * 1024
 
 # Key normalisation cache size: keys are a small, repetitive vocabulary in practice.
 _KEY_CACHE_SIZE = 4096
+# Longer keys are judged on every sight rather than held by the cache.
+_KEY_CACHE_MAX_CHARS = 1024
 
 # --------------------------------------------------------------------------- keys
 #
@@ -112,6 +120,7 @@ _SECRET_KEYS = frozenset(
         "password",
         "passwords",
         "pwd",
+        "pw",
         "dbpwd",
         "mysqlpwd",
         # generic secrets and credentials
@@ -177,6 +186,18 @@ _SECRET_SUFFIXES = (
     "masterkey",
     "sessionkey",
     "authkey",
+    "privkey",  # ssh_privkey, gpg-privkey
+    "sshkey",  # ssh_key, deploy_ssh_key
+    "subscriptionkey",  # Ocp-Apim-Subscription-Key (Azure API Management)
+    "accesstokens",  # plural tokens of a credential kind (max_tokens stays readable)
+    "refreshtokens",
+    "authtokens",
+    "apitokens",
+    "bearertokens",
+    "sessiontokens",
+    "oauthtokens",
+    "csrftokens",
+    "xsrftokens",
     "authorization",  # Authorization, Proxy-Authorization, HTTP_AUTHORIZATION
     "cookie",  # Cookie, Set-Cookie, session_cookie
     "sessionid",  # sessionid, JSESSIONID
@@ -191,6 +212,16 @@ _SECRET_SUFFIXES = (
     "ssn",
     "otp",  # sms_otp, email-otp
     "jwt",
+    # compounds written as one word; with separators the qualifier rule below
+    # finds them too (otp_code is "otp" + "code").
+    "otpcode",
+    "cvvcode",
+    "cvccode",
+    "ibannumber",
+    "passcode",
+    "verificationcode",  # e-mail and SMS verification codes
+    "recoverycode",  # two-factor recovery codes
+    "recoverycodes",
 )
 
 _SECRET_PREFIXES = (
@@ -204,6 +235,57 @@ _SECRET_PREFIXES = (
 )
 
 _KEY_SEPARATORS = str.maketrans("", "", "-_. ")
+
+# Word rules, for what the normalised form cannot tell apart ("db_pass" from
+# "compass"): a key is split into words at separators and camelCase humps
+# ("smtpPass" is smtp + pass, "DBPass" is db + pass).
+_WORD_SPLIT = re.compile(r"[-_. ]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+# A key whose last word is one of these is secret (db_pass, smtp-pass, mysql_pw),
+# which "pass" inside a word never is (compass, bypass_cache, passenger).
+_SECRET_LAST_WORDS = frozenset({"pass", "pw", "pwd"})
+# "tokens" is secret only after the kind of credential it holds (access_tokens,
+# id_tokens), never after a count (max_tokens, input_tokens, tokens_used).
+_TOKEN_KINDS = frozenset(
+    {"access", "refresh", "id", "auth", "api", "bearer", "session", "oauth", "csrf", "xsrf"}
+)
+# Trailing words that say how a secret is written, not what it is: without them,
+# the rest of the key is judged (token_v2, tokenValue, secret_value, otp_code,
+# cvv_code, iban_number). "count", "id", "type", "length" are not among them, so
+# token_count, access_key_id and token_type stay readable.
+_QUALIFIER_WORDS = frozenset(
+    {
+        "value",
+        "string",
+        "str",
+        "raw",
+        "plain",
+        "plaintext",
+        "code",
+        "number",
+        "num",
+        "no",
+        "b64",
+        "base64",
+        "hex",
+        "bytes",
+        "encoded",
+    }
+)
+_VERSION_WORD = re.compile(r"v?[0-9]+")
+# A key that starts with "password" names the password (password_hash,
+# password_confirmation), unless it ends with one of these: then it names the
+# rules about it (password_policy, password_min_length), which hide nothing.
+_PASSWORD_PREFIXES = ("password", "passwd")
+_PASSWORD_META_SUFFIXES = (
+    "policy",
+    "length",
+    "strength",
+    "rules",
+    "expiry",
+    "expiresat",
+    "changedat",
+    "updatedat",
+)
 
 # Span attributes whose string value is a whole URL or a query string.
 _URL_ATTRIBUTES = frozenset({"url.full", "http.url", "url.original", "http.target"})
@@ -227,13 +309,18 @@ _CARD_BRANCHES = tuple(
 _KV_LOOKBEHIND = r"(?:(?<=[A-Za-z_\"' \t\]]{sep})|(?<=[A-Za-z][0-9]{sep}))"
 
 _BRANCHES: tuple[tuple[str, str], ...] = (
-    # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED ...). A block that is cut before
-    # its END line is hidden up to the cap rather than left half visible.
+    # PEM private keys (RSA, EC, OPENSSH, ENCRYPTED ...) and OpenPGP armored
+    # private key blocks. A block that is cut before its END line is hidden up to
+    # the cap rather than left half visible.
     (
         "private_key",
-        r"-(----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----"
-        r"(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|[\s\S]{0,16384}))",
+        r"-(----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[\s\S]{0,16384}?-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----|[\s\S]{0,16384}))",
     ),
+    # An XML start tag (<Password>, <wsse:Password Type="...">); the element name
+    # and the text after the tag are read in Python, and only when the name is a
+    # secret key is the text consumed.
+    ("xml", r"<([A-Za-z_][A-Za-z0-9_.:-]{0,63}(?:[ \t\r\n][^<>]{0,512})?>)"),
     # scheme://user:password@ (the password may contain "@"; "/" ends the authority).
     ("url_password", r":((?<=[A-Za-z0-9+.-]:)//[^\s/?#@:]{0,256}:[^\s/?#]{1,256}@)"),
     # JWT / JWS: base64url header starting with '{"' (eyJ), payload, signature.
@@ -302,6 +389,19 @@ _KV_VALUE = re.compile(
     )""",
     re.VERBOSE,
 )
+# The element name of an XML start tag (without "<" and ">"), and the element's text.
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]*")
+# A CDATA section cut before its "]]>" is hidden up to the cap, like a PEM block.
+_XML_VALUE = re.compile(r"<!\[CDATA\[(?:[\s\S]{0,4096}?\]\]>|[\s\S]{0,4096})|[^<]{1,4096}")
+# A run of text holding a %XX escape, delimited by whitespace or quotes. The
+# look-behind makes a run start only at its first character, which keeps the
+# search linear; the lazy repeat stops at the run's first escape.
+_ENCODED_RUN = re.compile(r"(?<![^\s\"'<>])[^\s\"'<>]*?%[0-9A-Fa-f]{2}[^\s\"'<>]*")
+#: How many times a run is percent-decoded (``%25`` nests once per round).
+_MAX_DECODE_ROUNDS = 3
+#: What `quote` keeps of a redacted, decoded run: the markers and URL
+#: punctuation that does not split a query value.
+_ENCODED_SAFE = "[]:/@!$'()*+,;="
 # The value of a header-style "Cookie: ..." or "Authorization: ..." runs to the end of the line.
 _KV_LINE_VALUE = re.compile(r"[ \t]*[^\r\n]{1,4096}")
 _LINE_KEYS = ("cookie", "authorization")
@@ -343,12 +443,35 @@ _PATTERN_EMAIL, _KINDS_EMAIL = _compile((*_BRANCHES, _EMAIL_BRANCH, *_KV_BRANCHE
 # above needs one of these characters: "-" (private_key, gitlab, slack, openai,
 # pypi), ":" (url_password, kv), "=" (kv), "@" (email), "_" (stripe, github,
 # npm), a space or tab (auth), "A" (aws, google), "J" (jwt "eyJ"), "S" (sendgrid,
-# twilio). The card branch needs none of them, but without " " or "-" its 13 to
-# 19 digits are one unbroken run. A new branch must keep this true: the property
-# test `TestScanPrecheck` checks the combined patterns against it.
-_SCAN_TRIGGERS = frozenset("-:=@_ \tAJS")
-_CARD_RUN = re.compile(r"[0-9]{13}")
-_CARD_MIN_DIGITS = 13
+# twilio), "<" (xml). The card branch needs none of them, but without " " or "-"
+# its 13 to 19 digits are one unbroken run; an IBAN (`_IBAN`) without spaces is
+# a run of 15 or more upper-case letters and digits: `_LONG_RUN` finds either
+# with one search as cheap as the digits alone (a hex id's lower-case letters
+# break it, as they do a digit run). "%" sends
+# percent-encoded text to the scan, which decodes it (`Redactor._scan_encoded`).
+# A new branch must keep this true: the property test `TestScanPrecheck` checks
+# the combined patterns against it.
+_SCAN_TRIGGERS = frozenset("-:=@_ \tAJS<%")
+_LONG_RUN = re.compile(r"[0-9A-Z]{13}")
+_LONG_RUN_MIN = 13
+# IBANs (ISO 13616): country, check digits, 11 to 30 more upper-case letters and
+# digits, unbroken or in groups of four, standing apart from other letters and
+# digits; the country and the mod-97 check are verified in Python. Not a branch
+# of the combined pattern, where every digit (or letter) would become a candidate
+# position and every scan about a fifth slower: searched on its own, after it,
+# and only in a string with an upper-case letter (``s.lower() != s`` says so
+# several times faster than `str.islower` or a search) followed by another and
+# two digits (`_IBAN_CLASSES` turns an ASCII string into its character classes,
+# two C calls, where a regex search costs about 10 ns a character).
+_IBAN = re.compile(
+    r"[A-Z](?<![0-9A-Za-z][A-Z])[A-Z][0-9]{2}"
+    r"(?:[0-9A-Z]{11,30}|(?: [0-9A-Z]{4}){2,7}(?: [0-9A-Z]{1,3})?)(?![0-9A-Za-z])"
+)
+_IBAN_SEARCH = _IBAN.search
+_IBAN_CLASSES = bytes.maketrans(
+    (string.ascii_uppercase + string.digits).encode(), b"A" * 26 + b"0" * 10
+)
+_IBAN_MIN = 15
 
 
 def _cannot_match(s: str) -> bool:
@@ -358,7 +481,7 @@ def _cannot_match(s: str) -> bool:
     return (
         type(s) is str
         and _SCAN_TRIGGERS.isdisjoint(s)
-        and (len(s) < _CARD_MIN_DIGITS or _CARD_RUN.search(s) is None)
+        and (len(s) < _LONG_RUN_MIN or _LONG_RUN.search(s) is None)
     )
 
 
@@ -427,6 +550,7 @@ class Redactor:
     __slots__ = (
         "_exact",
         "_extra_keys",
+        "_extra_prefixes",
         "_infixes",
         "_key_cache",
         "_kinds",
@@ -435,7 +559,6 @@ class Redactor:
         "_max_items",
         "_max_string",
         "_pattern",
-        "_prefixes",
         "_suffixes",
     )
 
@@ -475,7 +598,7 @@ class Redactor:
         self._extra_keys = extras
         self._exact = frozenset(exact)
         self._suffixes = _SECRET_SUFFIXES + tuple(suffixes)
-        self._prefixes = _SECRET_PREFIXES + tuple(prefixes)
+        self._extra_prefixes = tuple(prefixes)
         self._infixes = tuple(infixes)
         self._mask_emails = bool(mask_emails)
         self._max_depth = max_depth
@@ -484,7 +607,7 @@ class Redactor:
         self._pattern, self._kinds = (
             (_PATTERN_EMAIL, _KINDS_EMAIL) if self._mask_emails else (_PATTERN, _KINDS)
         )
-        self._key_cache: dict[str, bool] = {}
+        self._key_cache: dict[str, bool | str] = {}
 
     def __repr__(self) -> str:
         return (
@@ -528,8 +651,10 @@ class Redactor:
         frozensets and dataclass instances (which become a ``dict`` when
         something changes) are walked; strings are scanned for patterns and, when
         they hold a JSON object or array, parsed, redacted and re-serialised;
-        ``bytes`` are scanned as Latin-1 text. Other objects are returned as they
-        are: this function never calls ``repr()`` or ``str()`` on them.
+        ``bytes``, ``bytearray`` and ``memoryview`` are scanned as UTF-8 text and
+        an ``Enum`` member as its value (which is what orjson writes). Other
+        objects are returned as they are: this function never calls ``repr()``
+        or ``str()`` on them.
 
         Under a secret key the whole value is replaced, whatever its type, except
         ``None``, booleans and empty strings, which hide nothing and keep their
@@ -673,7 +798,7 @@ class Redactor:
             return True
         return False
 
-    def keeps(self, key: str, value: object) -> bool:
+    def keeps(self, key: str, value: Any) -> bool:
         """Tell, cheaply, that `redact` would return ``{key: value}`` unchanged.
 
         ``True`` only for the cases the walk itself settles without a scan: a
@@ -688,18 +813,21 @@ class Redactor:
         try:
             if type(key) is not str:
                 return False
+            # The walk's own verdict: a secret key, or a key that holds a secret.
             secret = self._key_cache.get(key)
             if secret is None:
-                secret = self._is_secret_str(key)
+                secret = self._key_verdict(key)
             if secret:
                 return False
             kind = type(value)
             if kind is str:
-                length = len(value)  # type: ignore[arg-type]
+                length = len(value)
+                # `_cannot_match`, written out: one call fewer on a hot path.
                 return length < _SHORTEST_HIT or (
                     length <= self._max_string
-                    and value[0] in _PLAIN_FIRST  # type: ignore[index]
-                    and _cannot_match(value)  # type: ignore[arg-type]
+                    and value[0] in _PLAIN_FIRST
+                    and _SCAN_TRIGGERS.isdisjoint(value)
+                    and (length < _LONG_RUN_MIN or _LONG_RUN.search(value) is None)
                 )
             return kind in _ATOMIC
         except Exception:  # noqa: BLE001 - "redact it to know" is always safe.
@@ -708,24 +836,98 @@ class Redactor:
     # ------------------------------------------------------------------- key rules
 
     def _is_secret_str(self, key: str) -> bool:
-        """Match an exact-``str`` key against the rules, through a bounded cache."""
+        """Tell whether an exact-``str`` key is a secret key; see `_key_verdict`."""
+        verdict = self._key_cache.get(key)
+        if verdict is None:
+            verdict = self._key_verdict(key)
+        return verdict is True or type(verdict) is _HiddenKey
+
+    def _key_verdict(self, key: str) -> bool | str:
+        """Judge an exact-``str`` key once, through a bounded cache.
+
+        ``True``: a secret key, whose value is hidden. ``False``: a plain key. A
+        string: the key itself holds a secret (a token used as a key), and this
+        is the key to write instead, the secret replaced by its marker; a
+        `_HiddenKey` string when the key is a secret key as well
+        (``"password=hunter2"``), whose value is then hidden too. A key is
+        judged by the key rules and scanned like a value, once; the cache makes
+        every later lookup one dict access.
+        """
         cache = self._key_cache
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-        norm = _normalise(key)
-        secret = (
+        verdict = cache.get(key)
+        if verdict is not None:
+            return verdict
+        verdict = self._matches_key_rules(key)
+        if len(key) >= _SHORTEST_HIT and not _cannot_match(key):
+            text = key if len(key) <= self._max_string else _cut(key, self._max_string)
+            scanned = self._scan(text)
+            if scanned is not key:
+                name = scanned if text is key else f"{scanned}[TRUNCATED:{len(key)} chars]"
+                verdict = _HiddenKey(name) if verdict else name
+        if len(key) <= _KEY_CACHE_MAX_CHARS:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                # Dropping everything is cheaper than LRU bookkeeping, and a workload
+                # with more distinct keys than this is rare enough not to matter.
+                cache.clear()
+            cache[key] = verdict
+        return verdict
+
+    def _matches_key_rules(self, key: str) -> bool:
+        """Match a key against the rules: its normalised form, then its words."""
+        if self._matches_normalised(_normalise(key)):
+            return True
+        words = [str.lower(word) for word in _WORD_SPLIT.split(key) if word]
+        if _matches_words(words):
+            return True
+        stripped = words
+        while len(stripped) > 1 and (
+            stripped[-1] in _QUALIFIER_WORDS or _VERSION_WORD.fullmatch(stripped[-1])
+        ):
+            stripped = stripped[:-1]
+        return stripped is not words and (
+            self._matches_normalised("".join(stripped)) or _matches_words(stripped)
+        )
+
+    def _matches_normalised(self, norm: str) -> bool:
+        """Match a normalised key against the exact, suffix, prefix and infix rules."""
+        if (
             norm in self._exact
             or norm.endswith(self._suffixes)
-            or norm.startswith(self._prefixes)
             or any(part in norm for part in self._infixes)
-        )
-        if len(cache) >= _KEY_CACHE_SIZE:
-            # Dropping everything is cheaper than LRU bookkeeping, and a workload
-            # with more distinct keys than this is rare enough not to matter.
-            cache.clear()
-        cache[key] = secret
-        return secret
+        ):
+            return True
+        if norm.startswith(_SECRET_PREFIXES) and not (
+            norm.startswith(_PASSWORD_PREFIXES) and norm.endswith(_PASSWORD_META_SUFFIXES)
+        ):
+            return True
+        return norm.startswith(self._extra_prefixes)
+
+    def _other_key_verdict(self, key: Any) -> bool | str:
+        """Judge a key that is not an exact ``str``, like `_key_verdict`.
+
+        A ``str`` subclass is judged by its text. ``bytes``-like keys are secret
+        keys by their Latin-1 text (as `is_secret_key` says) and scanned as
+        UTF-8. A tuple of strings, numbers and such tuples is scanned as the
+        text it renders as (``str(key)``): the log renderer writes it so. Any
+        other key (a number, an enum member, an object) is left alone, and the
+        redactor never calls its ``str()``.
+        """
+        if isinstance(key, str):
+            return self._key_verdict(str.__str__(key))
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            raw = bytes(key)
+            secret = self._is_secret_str(raw.decode("latin-1"))
+            verdict = self._key_verdict(raw.decode("utf-8", "surrogateescape"))
+            if isinstance(verdict, str):
+                return _HiddenKey(verdict) if secret else verdict
+            return secret
+        if type(key) is tuple and _plain_tuple(key, 0):
+            text = repr(key)
+            if _cannot_match(text):
+                return False
+            scanned = self._scan(text)
+            return False if scanned is text else scanned
+        return False
 
     # --------------------------------------------------------------------- walking
 
@@ -749,7 +951,7 @@ class Redactor:
         """Redact everything that is not an exact ``str`` or an atomic value."""
         if issubclass(kind, str):
             return self._redact_str(value, depth, budget)
-        if issubclass(kind, (bytes, bytearray)):
+        if issubclass(kind, (bytes, bytearray, memoryview)):
             return self._redact_bytes(value, depth, budget)
         if issubclass(kind, dict):
             return self._enter(value, depth, budget, self._walk_dict)
@@ -759,6 +961,11 @@ class Redactor:
             return self._enter(value, depth, budget, self._walk_mapping)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return self._enter(value, depth, budget, self._walk_dataclass)
+        if issubclass(kind, enum.Enum):
+            # orjson writes a member as its value: the value is what is redacted.
+            inner = value.value
+            new = self._walk(inner, depth, budget)
+            return value if new is inner else new
         return value
 
     def _enter(self, value: Any, depth: int, budget: _Budget, walk: _ContainerWalk) -> Any:
@@ -806,18 +1013,33 @@ class Redactor:
         limit = self._max_string
         plain_first = _PLAIN_FIRST
         triggers = _SCAN_TRIGGERS
-        card_run = _CARD_RUN.search
+        long_run = _LONG_RUN.search
+        renamed: dict[int, str] | None = None
         for key, item in items:
             if type(key) is str:
                 secret = cached(key)
                 if secret is None:
-                    secret = self._is_secret_str(key)
-            elif isinstance(key, (str, bytes, bytearray)):
-                secret = self.is_secret_key(key)
+                    secret = self._key_verdict(key)
             else:
-                secret = False
+                secret = self._other_key_verdict(key)
             if secret:
-                new = _mask(item)
+                if secret is True:
+                    new = _mask(item)
+                else:
+                    # The key itself holds a secret: it is written as `secret`,
+                    # and its value is hidden too or walked like any other.
+                    if renamed is None:
+                        renamed = {}
+                    renamed[id(key)] = secret
+                    if type(secret) is _HiddenKey:
+                        new = _mask(item)
+                    else:
+                        if budget is None:
+                            budget = [_ITEM_BUDGET - size, chars, [id(value)]]
+                        else:
+                            budget[_CHARS] = chars
+                        new = self._walk(item, depth, budget)
+                        chars = budget[_CHARS]
             else:
                 kind = type(item)
                 if kind is str:
@@ -828,7 +1050,7 @@ class Redactor:
                             length <= limit
                             and item[0] in plain_first
                             and triggers.isdisjoint(item)
-                            and (length < _CARD_MIN_DIGITS or card_run(item) is None)
+                            and (length < _LONG_RUN_MIN or long_run(item) is None)
                         )
                     ):
                         chars -= length
@@ -848,6 +1070,10 @@ class Redactor:
                 if out is None:
                     out = dict(itertools.islice(dict.items(value), self._max_items))
                 out[key] = new
+        if renamed is not None:
+            if out is None:
+                out = dict(itertools.islice(dict.items(value), self._max_items))
+            out = _rename_keys(out, renamed)
         if truncated:
             if out is None:
                 out = dict(itertools.islice(dict.items(value), self._max_items))
@@ -865,11 +1091,18 @@ class Redactor:
         pairs = list(itertools.islice(value.items(), self._max_items))
         changed = size > self._max_items
         out: dict[Any, Any] = {}
+        renamed: dict[int, str] = {}
         for key, item in pairs:
-            new = _mask(item) if self.is_secret_key(key) else self._walk(item, depth, budget)
+            verdict = self._key_verdict(key) if type(key) is str else self._other_key_verdict(key)
+            if verdict and verdict is not True:
+                renamed[id(key)] = verdict
+                verdict = type(verdict) is _HiddenKey
+            new = _mask(item) if verdict else self._walk(item, depth, budget)
             changed = changed or new is not item
             out[key] = new
-        if not changed:
+        if renamed:
+            out = _rename_keys(out, renamed)
+        elif not changed:
             return value
         if size > self._max_items:
             out["[TRUNCATED]"] = f"{size - self._max_items} more items"
@@ -941,71 +1174,144 @@ class Redactor:
         except (TypeError, ValueError, RecursionError):
             return _UNREADABLE
 
-    def _redact_bytes(self, value: bytes | bytearray, depth: int, budget: _Budget) -> Any:
-        """Scan bytes as Latin-1 text (secrets are ASCII), keeping the type."""
-        text = bytes(value).decode("latin-1")
+    def _redact_bytes(
+        self, value: bytes | bytearray | memoryview, depth: int, budget: _Budget
+    ) -> Any:
+        """Scan bytes as UTF-8 text, which is how the log renderer writes them.
+
+        Undecodable bytes are carried through as they are (``surrogateescape``),
+        so a changed value keeps its type and every byte that hid nothing. Only
+        the first ``4 * max_string`` bytes are decoded: that many hold more than
+        ``max_string`` characters, so the string is cut and marked as usual.
+        """
+        view = memoryview(value)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = memoryview(view.tobytes())
+        limit = 4 * self._max_string + 4
+        raw = bytes(view[:limit]) if len(view) > limit else bytes(view)
+        text = raw.decode("utf-8", "surrogateescape")
         redacted = self._redact_str(text, depth, budget)
         if redacted is text:
             return value
-        data = redacted.encode("latin-1", "replace")
-        return bytearray(data) if isinstance(value, bytearray) else data
+        try:
+            data = redacted.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            data = redacted.encode("utf-8", "replace")
+        if isinstance(value, bytearray):
+            return bytearray(data)
+        return memoryview(data) if isinstance(value, memoryview) else data
 
-    def _scan(self, s: str) -> str:
+    def _scan(self, s: str, decode: bool = True) -> str:
         """Replace every pattern hit in *s*; return *s* itself when there is none.
 
-        `re.sub` cannot resume the scan where a handler decides, nor look at
-        text before the match, so the substitution loop is written out here.
+        IBANs are looked for after the combined pattern (see `_IBAN`); with
+        *decode*, percent-encoded runs
+        (``password%3D...``, an encoded ``redirect_uri``) are decoded and scanned
+        too (see `_scan_encoded`). `re.sub` cannot resume the scan where a
+        handler decides, nor look at text before the match, so the substitution
+        loop is written out here.
         """
         if _cannot_match(s):
             return s
+        result = s
         search = self._pattern.search
         match = search(s)
-        if match is None:
-            return s
-        kinds = self._kinds
+        if match is not None:
+            kinds = self._kinds
+            out: list[str] = []
+            copied = 0  # s[:copied] is already in out (or replaced).
+            while match is not None:
+                kind = kinds[match.lastindex or 0]
+                start, end = match.span()
+                hit: tuple[int, int, str] | None
+                resume = end
+                if kind == "kv":
+                    hit = self._scan_kv(s, start, end)
+                elif kind == "card":
+                    hit = _scan_card(s, start, end)
+                    if hit is None:
+                        # The run may start with another number ("order 10023 4111 ..."):
+                        # the pattern then stops at 19 digits, short of the card, so
+                        # look again from the run's next digit group.
+                        separator = _GROUP_SEPARATOR.search(s, start, end)
+                        if separator is not None:
+                            resume = separator.end()
+                elif kind == "auth":
+                    hit = _scan_auth(match.group(0), start, end)
+                    if hit is None:
+                        resume = start + 6  # scan what follows the scheme word normally
+                elif kind == "url_password":
+                    text = match.group(0)
+                    user = text[3 : text.index(":", 3)]
+                    hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
+                elif kind == "email":
+                    hit = _scan_email(s, start, end)
+                elif kind == "xml":
+                    hit = self._scan_xml(s, start, end)
+                    if hit is None:
+                        resume = start + 1  # the attributes may hold key=value pairs
+                else:
+                    hit = (start, end, _MARKERS[kind])
+                if hit is not None:
+                    begin, stop, text = hit
+                    begin = max(begin, copied)
+                    out.append(s[copied:begin])
+                    out.append(text)
+                    copied = stop
+                    resume = max(resume, stop)
+                match = search(s, resume)
+            if out:
+                out.append(s[copied:])
+                joined = "".join(out)
+                if joined != s:
+                    result = joined
+        if (
+            len(result) >= _IBAN_MIN
+            and result.lower() != result
+            and (
+                b"AA00" in result.encode().translate(_IBAN_CLASSES)
+                if result.isascii()
+                else _IBAN_SEARCH(result)
+            )
+        ):
+            result = _scan_ibans(result)
+        if decode and "%" in result:
+            result = self._scan_encoded(result)
+        return result
+
+    def _scan_encoded(self, s: str) -> str:
+        """Scan each whitespace-delimited run holding ``%XX`` escapes, decoded.
+
+        A run is decoded up to `_MAX_DECODE_ROUNDS` times (double-encoded
+        ``%253D`` is ``=`` too). When the decoded text holds a secret, the run
+        is replaced by the redacted text, encoded once more as a query value
+        would be (``&``, ``?``, ``#`` and spaces escaped; the markers readable).
+        """
         out: list[str] = []
-        copied = 0  # s[:copied] is already in out (or replaced).
-        while match is not None:
-            kind = kinds[match.lastindex or 0]
+        copied = 0
+        for match in _ENCODED_RUN.finditer(s):
+            run = match.group(0)
+            decoded = run
+            for _ in range(_MAX_DECODE_ROUNDS):
+                step = unquote(decoded)
+                if step == decoded:
+                    break
+                decoded = step
+                if "%" not in decoded:
+                    break
+            if decoded is run:
+                continue
+            redacted = self._scan(decoded, decode=False)
+            if redacted is decoded:
+                continue
             start, end = match.span()
-            hit: tuple[int, int, str] | None
-            resume = end
-            if kind == "kv":
-                hit = self._scan_kv(s, start, end)
-            elif kind == "card":
-                hit = _scan_card(s, start, end)
-                if hit is None:
-                    # The run may start with another number ("order 10023 4111 ..."):
-                    # the pattern then stops at 19 digits, short of the card, so
-                    # look again from the run's next digit group.
-                    separator = _GROUP_SEPARATOR.search(s, start, end)
-                    if separator is not None:
-                        resume = separator.end()
-            elif kind == "auth":
-                hit = _scan_auth(match.group(0), start, end)
-                if hit is None:
-                    resume = start + 6  # scan what follows the scheme word normally
-            elif kind == "url_password":
-                text = match.group(0)
-                user = text[3 : text.index(":", 3)]
-                hit = (start, end, "://" + self._scan(user) + ":" + REDACTED + "@")
-            elif kind == "email":
-                hit = _scan_email(s, start, end)
-            else:
-                hit = (start, end, _MARKERS[kind])
-            if hit is not None:
-                begin, stop, text = hit
-                begin = max(begin, copied)
-                out.append(s[copied:begin])
-                out.append(text)
-                copied = stop
-                resume = max(resume, stop)
-            match = search(s, resume)
+            out.append(s[copied:start])
+            out.append(quote(redacted, safe=_ENCODED_SAFE))
+            copied = end
         if not out:
             return s
         out.append(s[copied:])
-        result = "".join(out)
-        return s if result == s else result
+        return "".join(out)
 
     def _scan_kv(self, s: str, start: int, end: int) -> tuple[int, int, str] | None:
         """Hide the value after ``=``/``:`` at *start* when the key before it is secret."""
@@ -1043,6 +1349,23 @@ class Redactor:
         else:
             replacement = body[0] + REDACTED + body[0]
         return end + lead, stop, replacement
+
+    def _scan_xml(self, s: str, start: int, end: int) -> tuple[int, int, str] | None:
+        """Hide the text of an XML element at *start* whose name is a secret key.
+
+        ``<Password>x</Password>``, ``<wsse:Password Type="...">x</wsse:Password>``
+        and a ``<![CDATA[...]]>`` value are hidden; the tags are kept.
+        """
+        tag = s[start + 1 : end - 1]
+        if tag.endswith("/"):
+            return None  # <Password/> holds nothing
+        name = _XML_NAME.match(tag)
+        if name is None or not self._is_secret_str(name.group(0).rpartition(":")[2]):
+            return None
+        value = _XML_VALUE.match(s, end)
+        if value is None:
+            return None
+        return end, value.end(), REDACTED
 
     # ------------------------------------------------------------------ URL, query
 
@@ -1222,7 +1545,9 @@ def redact_attributes(attrs: Mapping[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------- helpers
 
 
-_MARKERS = {kind: f"[REDACTED:{kind}]" for kind, _ in (*_BRANCHES, _EMAIL_BRANCH)}
+_MARKERS = {
+    kind: f"[REDACTED:{kind}]" for kind in (*(k for k, _ in (*_BRANCHES, _EMAIL_BRANCH)), "iban")
+}
 
 _URL_AUTHORITY = re.compile(
     r"(?P<prefix>(?:[A-Za-z][A-Za-z0-9+.-]{0,31}:)?//)"
@@ -1246,6 +1571,16 @@ def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
 
+def _matches_words(words: list[str]) -> bool:
+    """Match a key's lower-case words against the word rules."""
+    if not words:
+        return False
+    last = words[-1]
+    if last in _SECRET_LAST_WORDS:
+        return True
+    return last == "tokens" and len(words) > 1 and words[-2] in _TOKEN_KINDS
+
+
 def _normalise(key: str) -> str:
     """Lower-case *key* and drop ``-``, ``_``, ``.`` and spaces."""
     return str.lower(key).translate(_KEY_SEPARATORS)
@@ -1258,6 +1593,54 @@ def _mask(value: Any) -> Any:
     if type(value) in (str, bytes) and not value:
         return value
     return REDACTED
+
+
+class _HiddenKey(str):
+    """The new name of a secret key that held a secret itself: its value is hidden too."""
+
+    __slots__ = ()
+
+
+#: Key types whose ``repr`` runs no user code, for `_plain_tuple`.
+_PLAIN_KEY_TYPES = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _plain_tuple(key: tuple[Any, ...], depth: int) -> bool:
+    """Tell whether ``repr(key)`` runs only built-in code (nested at most a few deep)."""
+    if depth > 4 or len(key) > 64:
+        return False
+    return all(
+        type(part) in _PLAIN_KEY_TYPES or (type(part) is tuple and _plain_tuple(part, depth + 1))
+        for part in key
+    )
+
+
+def unique_key(name: str, key: object, taken: Container[Any]) -> str:
+    """Return *name*, made unique among *taken* by appending ``<type>`` of *key*.
+
+    The one rule for keys that render alike: the redactor uses it when a key
+    that holds a secret is replaced by its redacted text, and the log renderer
+    when it turns keys into strings (``{1: .., "1": ..}`` keeps both). The same
+    input always gives the same keys.
+    """
+    while name in taken:
+        name = f"{name}<{type(key).__name__}>"
+    return name
+
+
+def _rename_keys(source: dict[Any, Any], renamed: dict[int, str]) -> dict[Any, Any]:
+    """Rebuild *source* in order, with the keys named in *renamed* (by id) replaced."""
+    taken: set[Any] = {key for key in source if id(key) not in renamed}
+    out: dict[Any, Any] = {}
+    for key, item in source.items():
+        name = renamed.get(id(key))
+        if name is None:
+            out[key] = item
+        else:
+            name = unique_key(str.__str__(name), key, taken)
+            taken.add(name)
+            out[name] = item
+    return out
 
 
 def _rebuild(original: Any, items: list[Any]) -> Any:
@@ -1347,6 +1730,56 @@ def _looks_like_basic(credential: str) -> bool:
     return b":" in decoded
 
 
+#: Country codes of the IBAN registry (ISO 13616) and of the national formats built on it.
+_IBAN_COUNTRIES = frozenset(
+    (  # noqa: SIM905 - a table, easier to check against the registry as text
+        "AD AE AL AO AT AZ BA BE BF BG BH BI BJ BR BY CF CG CH CI CM CR CV CY CZ DE DJ DK DO DZ "
+        "EE EG ES FI FK FO FR GA GB GE GI GL GQ GR GT GW HN HR HU IE IL IQ IR IS IT JO KM KW KZ "
+        "LB LC LI LT LU LV LY MA MC MD ME MG MK ML MN MR MT MU MZ NE NI NL NO OM PK PL PS PT QA "
+        "RO RS RU SA SC SD SE SI SK SM SN SO ST SV TD TG TL TN TR UA VA VG XK YE"
+    ).split()
+)
+_IBAN_MAX = 34
+_IBAN_LETTER_VALUES = {
+    ord(letter): str(value) for value, letter in enumerate(string.ascii_uppercase, 10)
+}
+
+
+def _iban_valid(iban: str) -> bool:
+    """Tell whether an upper-case IBAN without spaces passes the ISO 13616 mod-97 check."""
+    if not _IBAN_MIN <= len(iban) <= _IBAN_MAX or iban[:2] not in _IBAN_COUNTRIES:
+        return False
+    # Letters count as 10 (A) to 35 (Z), digits as themselves.
+    return int((iban[4:] + iban[:4]).translate(_IBAN_LETTER_VALUES)) % 97 == 1
+
+
+def _scan_ibans(s: str) -> str:
+    """Replace each valid IBAN in *s* with its marker.
+
+    A candidate that fails the check is tried again without its trailing
+    groups of four (a reference number after the IBAN), and the search goes on
+    from its next character, so a failing candidate cannot hide a valid one.
+    """
+    out: list[str] = []
+    copied = 0
+    match = _IBAN_SEARCH(s)
+    while match is not None:
+        start, end = match.span()
+        if s[start : start + 2] in _IBAN_COUNTRIES:
+            groups = s[start:end].split(" ")
+            for stop in range(len(groups), 0, -1):
+                if _iban_valid("".join(groups[:stop])):
+                    out.append(s[copied:start])
+                    out.append(_MARKERS["iban"])
+                    copied = start + len(" ".join(groups[:stop]))
+                    break
+        match = _IBAN_SEARCH(s, max(copied, start + 1))
+    if not out:
+        return s
+    out.append(s[copied:])
+    return "".join(out)
+
+
 def _scan_email(s: str, start: int, end: int) -> tuple[int, int, str] | None:
     """Hide an e-mail address whose ``@domain`` part is ``s[start:end]``."""
     local = _EMAIL_LOCAL_BEHIND.match(s[max(0, start - 64) : start][::-1])
@@ -1365,5 +1798,15 @@ def _header_text(value: object) -> str:
 
 
 def _unquote(text: str) -> str:
-    """``unquote_plus`` that returns *text* itself when there is nothing to decode."""
-    return unquote_plus(text) if "%" in text or "+" in text else text
+    """``unquote_plus``, repeated for nested escapes; *text* itself when nothing is encoded."""
+    if "%" not in text and "+" not in text:
+        return text
+    decoded = unquote_plus(text)
+    for _ in range(_MAX_DECODE_ROUNDS - 1):
+        if "%" not in decoded:
+            break
+        step = unquote(decoded)
+        if step == decoded:
+            break
+        decoded = step
+    return decoded

@@ -65,6 +65,29 @@ class TestExamples:
         assert scraped
         assert scraped[0]["http_requests_total_series"] >= 3
 
+    def test_demo_order_and_its_job_share_one_trace(self) -> None:
+        """The CLI demo's order enqueues a job whose log line carries the request's ids."""
+        result = subprocess.run(
+            [sys.executable, "-m", "kaleem_telemetry", "demo", "--duration", "0.5"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            env=_example_env(),
+            cwd=ROOT,
+            check=False,
+        )
+        events = _json_lines(result.stdout)
+        [order] = [e for e in events if e.get("event") == "order_placed"]
+        [receipt] = [e for e in events if e.get("event") == "receipt_sent"]
+
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert receipt["order_id"] == order["order_id"]
+        assert receipt["trace_id"] == order["trace_id"]
+        assert receipt["span_id"] != order["span_id"]
+        assert (receipt["request_id"], receipt["merchant_id"]) == ("demo-1", "m-1")
+        # The console exporter prints the job's CONSUMER span on stderr.
+        assert '"name": "process receipts"' in result.stderr
+
     def test_worker_consumes_in_the_request_trace(self, rabbitmq_url: str) -> None:
         """The worker example's jobs log the request's trace and ids, and /metrics counts them."""
         pytest.importorskip("pika")

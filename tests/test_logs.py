@@ -1,8 +1,11 @@
+import enum
 import json
 import logging
 import math
+import random
 import re
 import secrets
+import string
 import sys
 from typing import Any
 
@@ -260,6 +263,16 @@ class TestHostileValues:
         logs.get_logger().info("e" * 5_000_000)
 
         assert len(capsys.readouterr().out) < MAX_VALUE_CHARS * 2
+
+    def test_huge_non_string_message_is_cut_like_a_string(self, capsys):
+        """A list logged as the message is cut at MAX_VALUE_CHARS, not at the redactor's cap."""
+        logs.get_logger().info(["x" * 2_000_000])
+
+        out = capsys.readouterr().out
+        assert len(out) < MAX_VALUE_CHARS * 2
+        assert json.loads(out)["event"].endswith(
+            f"...[truncated {2_000_004 - MAX_VALUE_CHARS} chars]"
+        )
 
     def test_non_string_event(self, capsys):
         """A non-string event is rendered as its string form."""
@@ -706,6 +719,17 @@ class TestBoundContextIsRedacted:
         assert list(line)[6:] == ["user_id"]
         assert line["user_id"] == "[REDACTED:email]"
 
+    def test_a_bound_key_holding_a_secret_is_renamed(self, capsys):
+        """A token bound as a key name is written under its redacted name, never raw."""
+        token = "ghp_" + "".join(random.choices(string.ascii_letters + string.digits, k=36))
+        with telemetry_context(**{token: "x", "plan": "pro"}):
+            logs.get_logger().info("login")
+
+        raw = capsys.readouterr().out
+        assert token not in raw
+        [line] = [json.loads(text) for text in raw.splitlines()]
+        assert line["plan"] == "pro"
+
     def test_a_mutable_bound_value_is_redacted_as_it_is_at_each_line(self, capsys):
         """A bound dict changed after binding is read, and redacted, on every line."""
         cart = {"note": "ok"}
@@ -950,3 +974,148 @@ class TestKeysAndLineBreaks:
         [text] = out.splitlines()
         line = json.loads(text)
         assert (line["event"], line["note"]) == (f"a{char}b", f"c{char}d")
+
+
+def _jwt_like(seed: str) -> str:
+    """A JWT-shaped string built at run time (header, payload, signature)."""
+    return "ey" + "J" + seed * 20 + "." + "ey" + "J" + seed * 30 + "." + seed * 40
+
+
+class _RecordingRedactor(Redactor):
+    """The default policy, remembering the longest string it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.longest = 0
+
+    def _note(self, value: Any) -> None:
+        values = value.values() if isinstance(value, dict) else [value]
+        for item in values:
+            if isinstance(item, str):
+                self.longest = max(self.longest, len(item))
+
+    def redact(self, value: Any) -> Any:
+        self._note(value)
+        return super().redact(value)
+
+    def redact_string(self, s: str) -> str:
+        self._note(s)
+        return super().redact_string(s)
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestRedactThenCut:
+    @pytest.mark.parametrize("before_cut", [12, 60, 120])
+    def test_a_secret_across_the_cut_is_hidden_whole(self, capsys, before_cut):
+        """A token straddling MAX_VALUE_CHARS is redacted before the cut: no half of it shows."""
+        for secret in (_jwt_like("Qx7"), "gh" + "p_" + "Zq9" * 12):
+            value = "w" * (MAX_VALUE_CHARS - before_cut - 1) + " " + secret + " tail"
+            logs.get_logger().info("long", blob=value)
+
+            [line] = _lines(capsys)
+            assert secret[:10] not in line["blob"]
+            assert "[REDACTED:" in line["blob"]
+            # Cut only if the redacted text is still too long; marked when it is.
+            marker = f"...[truncated {len(value) - MAX_VALUE_CHARS} chars]"
+            assert line["blob"].endswith((marker, " tail"))
+            assert len(line["blob"]) <= MAX_VALUE_CHARS + len(marker)
+
+    def test_the_event_and_an_exception_message_too(self, capsys):
+        """The event text and an exception message are redacted before they are cut."""
+        secret = _jwt_like("Kp3")
+        text = "w" * (MAX_VALUE_CHARS - 30) + " " + secret
+        try:
+            raise ValueError(text)
+        except ValueError:
+            logs.get_logger().exception(text)
+
+        [line] = _lines(capsys)
+        for shown in (line["event"], line["exception"]["message"]):
+            assert secret[:10] not in shown
+            assert "[REDACTED:jwt]" in shown
+
+    def test_a_long_value_that_redaction_shortens_is_shown_whole(self, capsys):
+        """Cut after redaction: a value just past the limit that shrinks below it is not cut."""
+        value = _jwt_like("Hh8") + " " + "w" * (MAX_VALUE_CHARS - 100)
+        logs.get_logger().info("long", note=value)
+
+        [line] = _lines(capsys)
+        assert line["note"] == "[REDACTED:jwt] " + "w" * (MAX_VALUE_CHARS - 100)
+
+    def test_a_long_value_under_a_secret_key_is_hidden_whole(self, capsys):
+        """A long password is "[REDACTED]", with no cut marker telling its length."""
+        logs.get_logger().info("long", password="p" * (MAX_VALUE_CHARS * 3))
+
+        [line] = _lines(capsys)
+        assert line["password"] == "[REDACTED]"
+
+    def test_redaction_of_a_huge_value_is_bounded(self, capsys):
+        """Only a window a little past the cut is redacted, whatever the value's size."""
+        recorder = _RecordingRedactor()
+        set_redactor(recorder)
+        huge = ("word " * 2_000_000) + _jwt_like("Zz1")
+        try:
+            raise RuntimeError(huge)
+        except RuntimeError:
+            logs.get_logger().exception(huge, blob=huge)
+
+        [line] = _lines(capsys)
+        assert recorder.longest <= MAX_VALUE_CHARS + 8_192
+        assert line["blob"].endswith(f"...[truncated {len(huge) - MAX_VALUE_CHARS} chars]")
+        assert len(line["event"]) < MAX_VALUE_CHARS + 100
+
+
+class _Step(enum.Enum):
+    LOGIN = "Bearer " + "Yk4" * 8
+    DONE = "done"
+
+
+class _KeyWithSecretText:
+    def __str__(self) -> str:
+        return "Bearer " + "Wm5" * 8
+
+
+@pytest.mark.usefixtures("json_logs")
+class TestNativeValuesInLines:
+    def test_enum_members_memoryview_and_bytes(self, capsys):
+        """Enum members, memoryview, bytes and bytearray are redacted before orjson writes them."""
+        secret = "Ab" + "1" * 18
+        logs.get_logger().info(
+            "native",
+            step=_Step.LOGIN,
+            done=_Step.DONE,
+            view=memoryview(f"Authorization: Bearer {secret}".encode()),
+            raw=f"password={secret}".encode(),
+            buf=bytearray(f"token={secret}".encode()),
+        )
+
+        out = capsys.readouterr().out
+        assert secret not in out
+        assert "Yk4Yk4" not in out
+        line = json.loads(out)
+        assert line["step"] == "Bearer [REDACTED:bearer]"
+        assert line["done"] == "done"
+        assert line["view"] == "Authorization: [REDACTED]"
+        assert (line["raw"], line["buf"]) == ("password=[REDACTED]", "token=[REDACTED]")
+
+    def test_secrets_used_as_keys(self, capsys):
+        """A token as an event key, as a nested key, in a tuple key or an object's str()."""
+        token = "gh" + "p_" + "Rt6" * 12
+        logs.get_logger().info(
+            "keys",
+            **{token: "own"},
+            nested={token: 1, "plain": 2},
+            pairs={("user", "Bearer " + token): 3, 7: "int key"},
+            objects={_KeyWithSecretText(): 4},
+            after="kept",
+        )
+
+        out = capsys.readouterr().out
+        assert token[4:14] not in out
+        assert "Wm5Wm5" not in out
+        line = json.loads(out)
+        assert list(line)[6:] == ["[REDACTED:github_token]", "nested", "pairs", "objects", "after"]
+        assert line["[REDACTED:github_token]"] == "own"
+        assert line["nested"] == {"[REDACTED:github_token]": 1, "plain": 2}
+        assert line["pairs"] == {"('user', 'Bearer [REDACTED:bearer]')": 3, "7": "int key"}
+        assert line["objects"] == {"Bearer [REDACTED:bearer]": 4}

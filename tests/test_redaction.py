@@ -10,13 +10,16 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
+import enum
 import json
 import random
 import re
 import string
 from collections import OrderedDict, namedtuple
 from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 import pytest
@@ -1256,6 +1259,8 @@ class TestKeeps:
         assert not redactor.keeps("note", "x" * 21)
         assert not redactor.keeps(1, "x")  # type: ignore[arg-type]
         assert not redactor.keeps("note", ["list"])
+        token = "ghp_" + _rand(string.ascii_letters + string.digits, 36)
+        assert not redactor.keeps(token, "x")
 
     def test_clean_request_values_are_kept(self) -> None:
         """A hex request id, a short merchant id and atomic values answer True."""
@@ -1288,3 +1293,463 @@ class TestPlainQueryShortcut:
         plain = redactor.redact_query(query)
         with_encoded = redactor.redact_query(query + "&z=%41")
         assert with_encoded == plain + "&z=%41"
+
+
+# ------------------------------------------------------- key families with gaps
+
+# Each spelling of the issue: the value under it was printed before.
+_GAP_KEYS = [
+    "db_pass",
+    "smtp_pass",
+    "SMTP_PASS",
+    "smtpPass",
+    "pw",
+    "PW",
+    "db_pw",
+    "access_tokens",
+    "refreshTokens",
+    "id_tokens",
+    "token_v2",
+    "access_token_v2",
+    "tokenValue",
+    "token_value",
+    "secret_value",
+    "secretValue",
+    "privkey",
+    "ssh_privkey",
+    "ssh_key",
+    "deploy-ssh-key",
+    "otp_code",
+    "otpCode",
+    "verification_code",
+    "email_verification_code",
+    "cvv_code",
+    "iban_number",
+    "IbanNumber",
+    "Ocp-Apim-Subscription-Key",
+    "passcode",
+    "recovery_codes",
+]
+
+# Look-alikes that name no secret: "pass" and "pw" only as a whole word at the
+# end of a key, "tokens" only after a credential kind, a qualifier ("code",
+# "value", "number") only after a secret word, and the rules about a password.
+_INNOCENT_KEYS = [
+    "passport",
+    "passport_number",
+    "compass",
+    "bypass_cache",
+    "pass_through",
+    "passenger",
+    "tokenizer",
+    "token_count",
+    "token_type",
+    "max_tokens",
+    "input_tokens",
+    "valid_tokens",
+    "tokens_used",
+    "keyboard",
+    "upwork_id",
+    "pwm_duty",
+    "password_policy",
+    "password_min_length",
+    "password_strength",
+    "secret_name",
+    "ssh_key_fingerprint",
+    "country_code",
+    "status_code",
+    "zip_code",
+    "phone_number",
+    "order_number",
+    "value",
+    "code",
+    "session_count",
+    "access_key_id",
+]
+
+
+class TestKeyFamilies:
+    @pytest.mark.parametrize("key", _GAP_KEYS)
+    def test_gap_keys_are_secret(self, redactor: Redactor, key: str) -> None:
+        """Every key family the issue listed hides its value, at any depth."""
+        value = _rand(_ALNUM, 16)
+
+        out = redactor.redact({key: value, "nested": [{key: value}]})
+
+        assert out == {key: REDACTED, "nested": [{key: REDACTED}]}
+
+    @pytest.mark.parametrize("key", _INNOCENT_KEYS)
+    def test_innocent_look_alikes_are_kept(self, redactor: Redactor, key: str) -> None:
+        """Keys that only look like the families stay readable, as the same object."""
+        event = {key: "plain words", "nested": {key: 7}}
+
+        assert not redactor.is_secret_key(key)
+        assert redactor.redact(event) is event
+
+    @pytest.mark.parametrize("key", ["db_pass", "otp_code", "token_v2", "ssh_key"])
+    def test_gap_keys_in_free_text_and_queries(self, redactor: Redactor, key: str) -> None:
+        """The same rules hold for key=value in text and for query parameters."""
+        value = _rand(_ALNUM, 16)
+
+        assert redactor.redact_string(f"retry {key}={value} later") == (
+            f"retry {key}={REDACTED} later"
+        )
+        assert redactor.redact_query(f"a=1&{key}={value}") == f"a=1&{key}={REDACTED}"
+
+    def test_password_rules_keys_keep_their_values(self, redactor: Redactor) -> None:
+        """password_policy names the rules; password_hash and password_v2 stay hidden."""
+        out = redactor.redact(
+            {"password_policy": "min 12 chars", "password_hash": "h", "password_v2": "p"}
+        )
+
+        assert out == {
+            "password_policy": "min 12 chars",
+            "password_hash": REDACTED,
+            "password_v2": REDACTED,
+        }
+
+
+# ------------------------------------------------ encoded and markup secrets
+
+
+def _iban(country: str, bban: str) -> str:
+    """Return a valid IBAN (ISO 13616 check digits) for *country* and *bban*."""
+    number = "".join(str(int(char, 36)) for char in bban + country + "00")
+    return f"{country}{98 - int(number) % 97:02d}{bban}"
+
+
+def _iban_passes(candidate: str) -> bool:
+    """The mod-97 check, computed independently of the library."""
+    moved = candidate[4:] + candidate[:4]
+    digits = "".join(str(ord(c) - 55) if c.isalpha() else c for c in moved)
+    return int(digits) % 97 == 1
+
+
+class TestEncodedSecrets:
+    def test_percent_encoded_key_value(self, redactor: Redactor) -> None:
+        """password%3D... in free text is decoded, hidden, and nothing of it is left."""
+        value = _rand(_ALNUM, 18)
+
+        out = redactor.redact_string(f"body was password%3D{value}%26user%3Dbob end")
+
+        assert value not in out
+        assert out == "body was password=[REDACTED]%26user=bob end"
+
+    @pytest.mark.parametrize("rounds", [1, 2, 3])
+    def test_encoded_redirect_uri_carrying_a_token(self, redactor: Redactor, rounds: int) -> None:
+        """A redirect_uri encoded once, twice or three times hides its access_token."""
+        token = _rand(_ALNUM, 24)
+        inner = f"https://app.example/cb?access_token={token}&state=1"
+        for _ in range(rounds):
+            inner = quote(inner, safe="")
+
+        text = f"GET /login?redirect_uri={inner}&x=2"
+
+        for out in (
+            redactor.redact_string(text),
+            redactor.redact_url(text.split()[1]),
+            redactor.redact_query(f"redirect_uri={inner}&x=2"),
+            redactor.redact({"note": text})["note"],
+        ):
+            assert token not in out
+            assert token[:8] not in unquote(unquote(unquote(out)))
+            assert "[REDACTED]" in out
+
+    def test_double_encoded_secret_parameter_name(self, redactor: Redactor) -> None:
+        """A parameter name encoded twice (access%255Ftoken) is still a secret key."""
+        token = _rand(_ALNUM, 20)
+
+        out = redactor.redact_query(f"page=2&access%255Ftoken={token}")
+
+        assert out == f"page=2&access%255Ftoken={REDACTED}"
+
+    @pytest.mark.parametrize(
+        "text",
+        ["discount 50% today", "progress 100%25 done", "path /a%20b/c%2Fd", "q=caf%C3%A9&page=2"],
+    )
+    def test_encoded_text_without_secrets_is_kept(self, redactor: Redactor, text: str) -> None:
+        """Percent signs and harmless escapes come back as the very same object."""
+        assert redactor.redact_string(text) is text
+
+
+class TestMarkupSecrets:
+    @pytest.mark.parametrize(
+        ("template", "expected"),
+        [
+            ("<Password>{v}</Password>", "<Password>[REDACTED]</Password>"),
+            ("<password>{v}</password>", "<password>[REDACTED]</password>"),
+            (
+                '<wsse:Password Type="#PasswordText">{v}</wsse:Password>',
+                '<wsse:Password Type="#PasswordText">[REDACTED]</wsse:Password>',
+            ),
+            ("<api_key>\n  {v}\n</api_key>", "<api_key>[REDACTED]</api_key>"),
+            ("<Token><![CDATA[{v}]]></Token>", "<Token>[REDACTED]</Token>"),
+            (
+                "<user>bob</user><ClientSecret>{v}</ClientSecret>",
+                "<user>bob</user><ClientSecret>[REDACTED]</ClientSecret>",
+            ),
+        ],
+    )
+    def test_xml_elements_with_secret_names(
+        self, redactor: Redactor, template: str, expected: str
+    ) -> None:
+        """The text of an element named like a secret key is hidden; the tags are kept."""
+        value = _rand(_ALNUM, 18)
+
+        out = redactor.redact_string("soap " + template.format(v=value) + " end")
+
+        assert out == "soap " + expected + " end"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "<user>bob</user><note>bold</note>",
+            "<b>bold</b> and <i>italic</i>",
+            "<Password/> was empty",
+            "<Password></Password>",
+            "a < b and c > d",
+        ],
+    )
+    def test_other_markup_is_kept(self, redactor: Redactor, text: str) -> None:
+        """Elements with other names, empty secret elements and comparisons are kept."""
+        assert redactor.redact_string(text) is text
+
+    def test_cut_cdata_value_is_hidden_to_the_cap(self, redactor: Redactor) -> None:
+        """A CDATA section cut before its end is hidden, not shown half."""
+        value = _rand(_ALNUM, 40)
+
+        assert redactor.redact_string(f"<Token><![CDATA[{value}") == "<Token>[REDACTED]"
+
+    def test_attributes_are_still_scanned(self, redactor: Redactor) -> None:
+        """A tag that is not secret still has its key="value" attributes looked at."""
+        value = _rand(_ALNUM, 18)
+
+        out = redactor.redact_string(f'<login user="bob" token="{value}">x</login>')
+
+        assert out == f'<login user="bob" token="{REDACTED}">x</login>'
+
+    def test_pgp_private_key_block(self, redactor: Redactor) -> None:
+        """An OpenPGP armored private key is hidden whole, like a PEM block."""
+        kind = "PGP " + "PRIVATE KEY BLOCK"
+        body = "\n".join(_rand(_ALNUM + "+/", 64) for _ in range(4))
+        block = f"-----BEGIN {kind}-----\nVersion: x\n\n{body}\n=abcd\n-----END {kind}-----"
+
+        out = redactor.redact_string(f"key:\n{block}\nend")
+
+        assert out == "key:\n[REDACTED:private_key]\nend"
+
+    def test_cut_pgp_private_key_block(self, redactor: Redactor) -> None:
+        """A PGP block cut before its END line is hidden to the end."""
+        kind = "PGP " + "PRIVATE KEY BLOCK"
+        body = _rand(_ALNUM, 64)
+
+        out = redactor.redact_string(f"-----BEGIN {kind}-----\n\n{body}")
+
+        assert body not in out
+        assert out == "[REDACTED:private_key]"
+
+
+class TestIBAN:
+    @pytest.mark.parametrize(
+        ("country", "bban"),
+        [
+            ("DE", "370400440532013000"),
+            ("GB", "NWBK60161331926819"),
+            ("FR", "20041010050500013M02606"),
+            ("NL", "ABNA0417164300"),
+            ("NO", "86011117947"),
+            ("SA", "8000000608010167519"),
+            ("MT", "MALT011000012345MTLCAST001S"),
+        ],
+    )
+    @pytest.mark.parametrize("spaced", [False, True])
+    def test_ibans_in_free_text(
+        self, redactor: Redactor, country: str, bban: str, spaced: bool
+    ) -> None:
+        """A valid IBAN is hidden, written whole or in groups of four."""
+        iban = _iban(country, bban)
+        shown = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4)) if spaced else iban
+
+        out = redactor.redact_string(f"refund to {shown}, ref 42")
+
+        assert out == "refund to [REDACTED:iban], ref 42"
+
+    def test_iban_in_non_ascii_text(self, redactor: Redactor) -> None:
+        """Text with non-ASCII letters takes the other gate and hides the IBAN too."""
+        iban = _iban("FR", "20041010050500013M02606")
+
+        assert redactor.redact_string(f"virement \u00e0 {iban} re\u00e7u") == (
+            "virement \u00e0 [REDACTED:iban] re\u00e7u"
+        )
+
+    def test_iban_followed_by_a_group_of_four(self, redactor: Redactor) -> None:
+        """A reference after a spaced IBAN is not taken into it, nor does it hide it."""
+        iban = _iban("GB", "NWBK60161331926819")
+        shown = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+
+        assert redactor.redact_string(f"{shown} REF1") == "[REDACTED:iban] REF1"
+
+    def test_failing_check_digits_are_kept(self, redactor: Redactor) -> None:
+        """Change one character of a valid IBAN and it is ordinary text again."""
+        iban = _iban("DE", "370400440532013000")
+        broken = iban[:10] + str((int(iban[10]) + 1) % 10) + iban[11:]
+
+        assert redactor.redact_string(f"ref {broken}") == f"ref {broken}"
+
+    def test_random_upper_case_strings_are_kept(self, redactor: Redactor) -> None:
+        """IBAN-shaped random strings are hidden only when they pass mod-97 (about 1 in 97)."""
+        alphabet = string.ascii_uppercase + string.digits
+        hidden = kept = 0
+        for _ in range(400):
+            candidate = (
+                _RNG.choice(["DE", "GB", "FR", "ZZ", "QQ"])
+                + _rand(string.digits, 2)
+                + _rand(alphabet, _RNG.randint(11, 30))
+            )
+            out = redactor.redact_string(f"id {candidate} end")
+            valid = candidate[:2] not in {"ZZ", "QQ"} and _iban_passes(candidate)
+            assert (out == "id [REDACTED:iban] end") is valid, candidate
+            hidden += valid
+            kept += not valid
+        assert kept > 350
+
+    @pytest.mark.parametrize(
+        "text",
+        ["ORDER AB12CDEF3456GHIJ", "sku DE89-3704", "de89370400440532013000 lower case"],
+    )
+    def test_look_alikes_are_kept(self, redactor: Redactor, text: str) -> None:
+        """Ids, short codes and lower-case runs are not IBANs."""
+        assert redactor.redact_string(text) == text
+
+
+# ------------------------------------------- values orjson writes by itself
+
+
+class _Secrets(enum.Enum):
+    LOGIN = "password=" + "hunter2-" + "x" * 8
+    PLAIN = "checkout"
+    NESTED = {"api_key": "k" * 12, "n": 1}  # noqa: RUF012 - an enum value, not a class attribute
+
+
+class _Colour(str, enum.Enum):
+    BEARER = "Bearer " + "a1" * 10
+
+
+class TestNativeValues:
+    def test_enum_member_is_its_redacted_value(self, redactor: Redactor) -> None:
+        """A member is written as its value (by orjson), so its value is what is redacted."""
+        out = redactor.redact({"a": _Secrets.LOGIN, "b": _Secrets.NESTED, "c": _Colour.BEARER})
+
+        assert out == {
+            "a": "password=[REDACTED]",
+            "b": {"api_key": REDACTED, "n": 1},
+            "c": "Bearer [REDACTED:bearer]",
+        }
+        assert "hunter2" not in orjson.dumps(out).decode()
+
+    def test_clean_enum_member_is_kept(self, redactor: Redactor) -> None:
+        """A member whose value hides nothing is the member itself."""
+        event = {"step": _Secrets.PLAIN, "colour": _Colour.BEARER.__class__}
+
+        assert redactor.redact(event) is event
+
+    @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+    def test_bytes_like_values(self, redactor: Redactor, kind: Callable[[bytes], Any]) -> None:
+        """bytes, bytearray and memoryview are scanned and keep their type."""
+        token = _rand(_ALNUM, 20)
+
+        out = redactor.redact({"raw": kind(f"Authorization: Bearer {token}".encode())})
+
+        assert type(out["raw"]) is kind
+        assert bytes(out["raw"]) == b"Authorization: [REDACTED]"
+
+    def test_clean_memoryview_is_kept(self, redactor: Redactor) -> None:
+        """A memoryview with nothing to hide is the same object."""
+        view = memoryview(b"plain words only")
+
+        assert redactor.redact({"v": view})["v"] is view
+
+    @pytest.mark.parametrize(
+        "template",
+        ["redis://app:{v}@cache:6379/0", "password={v} next", "say password: {v}"],
+    )
+    def test_bytes_are_read_as_utf8(self, redactor: Redactor, template: str) -> None:
+        """Non-ASCII UTF-8 inside a secret does not stop the scan (as Latin-1 did)."""
+        # "\u00e0" is C3 A0 in UTF-8, and A0 read as Latin-1 is a no-break space.
+        secret = _rand(_ALNUM, 6) + "\u00e0" + _rand(_ALNUM, 6)
+        data = template.format(v=secret).encode()
+
+        out = bytes(redactor.redact({"raw": data})["raw"]).decode("utf-8", "replace")
+
+        assert secret[:6] not in out
+        assert secret[-6:] not in out
+
+    def test_huge_bytes_are_bounded(self) -> None:
+        """A long bytes value is decoded only as far as max_string needs, then cut and marked."""
+        data = b"word " * 200_000
+
+        out = Redactor(max_string=1000).redact({"raw": data})["raw"]
+
+        assert len(out) < 1100
+        assert out.endswith(b" chars]")
+
+
+class TestSecretsInKeys:
+    def test_token_used_as_a_key(self, redactor: Redactor) -> None:
+        """A key that is itself a secret is written as its redacted text, in its place."""
+        token = "gh" + "p_" + _rand(_ALNUM, 36)
+
+        out = redactor.redact({"a": 1, token: "user-1", "z": 2})
+
+        assert list(out) == ["a", "[REDACTED:github_token]", "z"]
+        assert out["[REDACTED:github_token]"] == "user-1"
+
+    def test_value_under_a_renamed_key_is_still_redacted(self, redactor: Redactor) -> None:
+        """The value under a key that held a secret is walked, or hidden if the key is secret."""
+        bearer = "Bearer " + _rand(_ALNUM, 20)
+        out = redactor.redact(
+            {bearer: "Bearer " + _rand(_ALNUM, 20), "password=" + _rand(_ALNUM, 12): "plain"}
+        )
+
+        assert out == {
+            "Bearer [REDACTED:bearer]": "Bearer [REDACTED:bearer]",
+            "password=[REDACTED]": REDACTED,
+        }
+
+    def test_renamed_keys_stay_unique(self, redactor: Redactor) -> None:
+        """Two secrets as keys, and a key that already reads like the marker, all survive."""
+        first, second = _jwt(), _jwt()
+
+        out = redactor.redact({first: 1, "[REDACTED:jwt]": 2, second: 3})
+
+        assert out == {"[REDACTED:jwt]<str>": 1, "[REDACTED:jwt]": 2, "[REDACTED:jwt]<str><str>": 3}
+
+    def test_tuple_and_bytes_keys(self, redactor: Redactor) -> None:
+        """Tuple keys are judged as the text they render as, bytes keys as UTF-8."""
+        token = _rand(_ALNUM, 20)
+
+        out = redactor.redact(
+            {("user", "Bearer " + token): 1, f"Bearer {token}".encode(): 2, ("a", 1): 3}
+        )
+
+        assert out == {
+            "('user', 'Bearer [REDACTED:bearer]')": 1,
+            "Bearer [REDACTED:bearer]": 2,
+            ("a", 1): 3,
+        }
+
+    def test_keys_in_json_strings_and_other_mappings(self, redactor: Redactor) -> None:
+        """The rule holds in JSON held in strings and in non-dict mappings."""
+        token = "sk" + "_live_" + _rand(_ALNUM, 24)
+
+        body = redactor.redact_string(json.dumps({"by_key": {token: 1}}))
+        mapping = redactor.redact(MappingProxyType({token: 1, "n": 2}))
+
+        assert json.loads(body) == {"by_key": {"[REDACTED:stripe_key]": 1}}
+        assert mapping == {"[REDACTED:stripe_key]": 1, "n": 2}
+
+    def test_clean_keys_cost_nothing(self, redactor: Redactor) -> None:
+        """Keys with separators, digits and capitals that hide nothing keep the event as is."""
+        event = {"user_id": 1, "Content-Type": "json", "http.route": "/x", "2024-05-09": 3}
+
+        assert redactor.redact(event) is event

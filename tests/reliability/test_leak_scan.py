@@ -178,6 +178,33 @@ def _email() -> Canary:
     return _canary("email", address, address, local)
 
 
+def _pgp() -> Canary:
+    body = base64.b64encode(secrets.token_bytes(144)).decode()
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    text = (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n"
+        + "\n".join(lines)
+        + "\n=abcd\n-----END PGP PRIVATE KEY BLOCK-----"
+    )
+    return _canary("pgp", text, lines[0])
+
+
+def _iban(spaced: bool) -> Callable[[], Canary]:
+    """A German IBAN with a valid ISO 13616 check, random at run time."""
+
+    def make() -> Canary:
+        bban = "".join(str(secrets.randbelow(10)) for _ in range(18))
+        # Country letters as numbers (D=13, E=14), the check digits as 00, mod 97.
+        check = 98 - int(bban + "1314" + "00") % 97
+        iban = f"DE{check:02d}{bban}"
+        if spaced:
+            grouped = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+            return _canary("iban_spaced", f"pay to {grouped} today", grouped)
+        return _canary("iban", f"pay to {iban} today", iban, bban)
+
+    return make
+
+
 def _hex(n: int) -> Callable[[], str]:
     return lambda: secrets.token_hex(n)
 
@@ -231,6 +258,16 @@ PATTERNS: list[tuple[str, Callable[[], Canary]]] = [
     ("kv_cookie_line", _kv("kv_cookie_line", "Cookie: sessionid={}; theme=dark")),
     ("kv_authorization_line", _kv("kv_authorization_line", "Authorization: Token {}")),
     ("email", _email),
+    ("pgp", _pgp),
+    ("iban", _iban(spaced=False)),
+    ("iban_spaced", _iban(spaced=True)),
+    ("xml_password", _kv("xml_password", "<Login><Password>{}</Password></Login>")),
+    ("xml_attributes", _kv("xml_attributes", '<ns:password type="plain">{}</ns:password>')),
+    ("percent_kv", _kv("percent_kv", "next=%2Fcb%3Fpassword%3D{}%26x%3D1")),
+    (
+        "percent_redirect",
+        _kv("percent_redirect", "redirect_uri=https%3A%2F%2Fa.example%2Fcb%3Faccess_token%3D{}"),
+    ),
 ]
 
 #: Keys whose value is hidden whatever it is (docs/redaction.md, "Values under secret keys").
@@ -270,6 +307,20 @@ SECRET_KEYS: list[str] = [
     "card_number",
     "otp",
     "mfa_code",
+    "db_pass",
+    "smtp_pass",
+    "pw",
+    "access_tokens",
+    "token_v2",
+    "tokenValue",
+    "secret_value",
+    "privkey",
+    "ssh_key",
+    "otp_code",
+    "verification_code",
+    "cvv_code",
+    "iban_number",
+    "Ocp-Apim-Subscription-Key",
 ]
 
 # Characters a canary may hold to travel raw in a URL path or query (percent-encoded
@@ -314,6 +365,7 @@ def find_leaks(canaries: list[Canary], sinks: dict[str, bytes]) -> list[tuple[st
 # The service: every carrier of a caller, for the canaries the test wrote to
 # $LEAK_CANARIES. Each endpoint answers how many placements it made.
 _APP = f"""
+import enum
 import json
 import logging
 import os
@@ -425,6 +477,14 @@ async def plant(i: int, request: Request):
     log.info("leak.url", link="https://api.example.test/callback?state=ok&note=" + text)
     log.info("leak.json", payload=json.dumps({{"note": text, "items": [text]}}))
     log.info("leak.repr", obj=Reveal(text))
+    # orjson writes these natively: the redactor must still see them.
+    log.info("leak.enum", kind=enum.Enum("Leak", {{"SECRET": text}}).SECRET)
+    log.info("leak.memoryview", blob=memoryview(text.encode()))
+    log.info("leak.dict_key", data={{text: 1}})
+    log.info("leak.tuple_key", data={{(text, 1): 1}})
+    # Across the 16,384-character cut of a long value.
+    log.info("leak.straddle", blob="w" * (16_384 - len(text) // 2) + " " + text + " tail")
+    planted += 5
     std.warning("leak.std %s", text)
     std.warning("leak.std_extra", extra={{"note": text}})
     planted += 12  # leak.nested holds it three times: in a tuple, a set, a list
@@ -696,8 +756,11 @@ class TestServedApplication:
         raw = sinks.raw
         patterns = len(PATTERNS)
 
-        assert raw["stdout"].count(f'"service":"{SERVICE}"'.encode()) >= 20 * patterns
+        # About 20 lines a shape; fewer for the shapes that cannot travel raw in a URL.
+        assert raw["stdout"].count(f'"service":"{SERVICE}"'.encode()) >= 15 * patterns
         assert raw["stdout"].count(b'"event":"leak.kwarg"') == patterns
+        for carrier in ("enum", "memoryview", "dict_key", "tuple_key", "straddle"):
+            assert raw["stdout"].count(f'"event":"leak.{carrier}"'.encode()) == patterns
         assert raw["stdout"].count(b'"event":"leak.keyed"') == 1
         assert b"[REDACTED" in raw["stdout"]
         assert SERVICE.encode() in raw["stderr"]
