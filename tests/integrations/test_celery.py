@@ -211,7 +211,6 @@ class TestPublish:
             assert float(place["x-enqueued-at"]) > 0
         assert headers["custom"] == "kept"
 
-
     def test_a_beat_scheduled_task_is_published_with_its_trace(
         self,
         instrumented: None,
@@ -276,6 +275,36 @@ class TestEagerRuns:
         assert cap.metric_value("job_runs_total", queue="invoices", job="by-hand") == 1
         assert cap.metric_value("job_runs_total", job="tasks.by_hand") == 0
         assert len([span for span in cap.spans if span.name == "process invoices"]) == 1
+
+
+class TestMultiprocessCleanup:
+    def test_a_new_child_drops_the_live_gauges_of_dead_children_only(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """worker_process_init removes a killed child's live-gauge files, never a live one's."""
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait(timeout=30)
+        dead, alive = (
+            tmp_path / f"gauge_livesum_{gone.pid}.db",
+            tmp_path / f"gauge_livesum_{os.getpid()}.db",
+        )
+        counter = tmp_path / f"counter_{gone.pid}.db"
+        for path in (dead, alive, counter):
+            path.write_bytes(b"")
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+        signals.worker_process_init.send(sender=None)  # with the integration off: nothing
+        kept_before = dead.exists()
+        integration.instrument()
+        try:
+            signals.worker_process_init.send(sender=None)
+        finally:
+            integration.uninstrument()
+
+        assert kept_before
+        assert not dead.exists()
+        assert alive.exists()
+        assert counter.exists()  # a counter of a dead child still counts in the sum
 
 
 @pytest.fixture(name="queue")
