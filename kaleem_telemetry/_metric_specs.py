@@ -110,7 +110,7 @@ _CACHE = ("cache_level", "cache_key_prefix")
 _OK_ERROR = "`ok`/`error`"
 _EXEMPLAR = "exemplar `trace_id` when sampled"
 _MIDDLEWARE = "the web middleware"
-_JOBS = "`instrument_job` (and the pika and aio-pika consumers it wraps)"
+_JOBS = "`instrument_job` (and the pika, aio-pika and Celery consumers it wraps)"
 
 SERIES_OVERFLOW = MetricSpec(
     name="telemetry_series_overflow_total",

@@ -328,6 +328,17 @@ def job_wrapper(func: F, *, queue: str, name: str | None = None, system: str | N
     return wrapped
 
 
+def job_probe(queue: str, job: str, code_name: str, system: str | None = None) -> _Job:
+    """Return the probe behind `instrument_job`, for a runner that starts and ends jobs itself.
+
+    The Celery integration starts a run at ``task_prerun`` (``begin_call``, then
+    ``context``), reports a failure at ``task_failure`` (``report``) and ends it
+    at ``task_postrun`` (``end``): the same span, context, metrics and Sentry
+    event as a decorated handler, with no wrapper around the task.
+    """
+    return _Job(str(queue), job, code_name, system)
+
+
 _HEADER_KEYS = frozenset(
     {
         "traceparent",
@@ -354,7 +365,7 @@ class _Message:
 class _JobCall:
     """One run of a job: its span, parent context, bound context token, Sentry scope, start."""
 
-    __slots__ = ("parent", "scope", "span", "start", "token")
+    __slots__ = ("parent", "reported", "scope", "span", "start", "token")
 
     def __init__(
         self, span: trace.Span, parent: Context | None, token: Any, scope: Any, start: float
@@ -364,6 +375,7 @@ class _JobCall:
         self.token = token
         self.scope = scope
         self.start = start
+        self.reported = False
 
 
 class _Job:
@@ -449,7 +461,7 @@ class _Job:
         try:
             if exc is not None:
                 status = "retry" if isinstance(exc, Exception) and _is_retry(exc) else "error"
-                if status == "error":
+                if status == "error" and not state.reported:
                     self._fail(span, exc)
                 else:
                     never_report(exc)
@@ -466,6 +478,16 @@ class _Job:
                 leave_request_scope(state.scope)
                 if state.token is not None:
                     pop_context(state.token)
+
+    def report(self, state: _JobCall, exc: BaseException) -> None:
+        """Record a failure now, before `end`: for a runner that logs it in between.
+
+        Celery logs a failed task at error level before the run ends; reported
+        first, with the job's tags, the log record makes no second event.
+        """
+        if not state.reported and not (isinstance(exc, Exception) and _is_retry(exc)):
+            state.reported = True
+            self._fail(state.span, exc)
 
     def _fail(self, span: trace.Span, exc: BaseException) -> None:
         _fail(span, exc)

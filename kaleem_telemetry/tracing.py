@@ -29,7 +29,17 @@ Added in 0.1.0.
 from __future__ import annotations
 
 import base64
+
+# Imported before any TracerProvider exists, for its fork hooks' order: the
+# provider's after-fork hook runs the resource detectors on a thread pool, and
+# concurrent.futures holds its global lock across os.fork() until its own
+# after-fork hook releases it in the child. Hooks run in the order they were
+# registered, so with concurrent.futures.thread first imported later (by the
+# gRPC exporter) every forked child (Celery prefork, billiard) hangs in the
+# provider's hook before it runs anything.
+import concurrent.futures.thread  # noqa: F401
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -120,9 +130,12 @@ class TracingComponent:
             ``None`` with ``OTEL_TRACES_EXPORTER=none``.
     """
 
-    def __init__(self, provider: TracerProvider, processor: SpanProcessor | None) -> None:
+    def __init__(self, provider: TracerProvider, owner: weakref.ref[SpanProcessor] | None) -> None:
         self.provider = provider
-        self._processor = processor
+        # A weak reference: a processor the router let go of (a pre-fork parent
+        # closing its exporter) must be freed, or its SDK after-fork hook would
+        # still run in every child.
+        self._owner = owner
         self._closed = False
 
     @property
@@ -147,17 +160,19 @@ class TracingComponent:
         if processor is None:
             return
         router = _ROUTER
-        if router is not None and self._processor is not None:
-            router.detach_export(self._processor)
+        if router is not None and self._owner is not None:
+            router.detach_export(self._owner)
         run_bounded(processor.shutdown, timeout)
 
     def _current(self) -> SpanProcessor | None:
         # After os.fork() the router rebuilds the export processor in the child;
         # flush and shut down that one, not the inherited one.
+        if self._owner is None:
+            return None
         router = _ROUTER
-        if router is None or self._processor is None:
-            return self._processor
-        return router.export_for(self._processor)
+        if router is None:
+            return self._owner()
+        return router.export_for(self._owner)
 
 
 def configure_tracing(config: TelemetryConfig) -> TracingComponent | None:
@@ -179,7 +194,7 @@ def configure_tracing(config: TelemetryConfig) -> TracingComponent | None:
     with _LOCK:
         if config.sdk_disabled:
             if _ROUTER is not None:
-                old = _ROUTER.set_export(None, None)
+                old = _ROUTER.set_export(None, None, None)
                 if old is not None:
                     _shutdown_in_background(old, config.shutdown_timeout)
             return None
@@ -194,10 +209,37 @@ def configure_tracing(config: TelemetryConfig) -> TracingComponent | None:
             return _build_export_processor(config)
 
         processor = factory()
-        old = _ROUTER.set_export(processor, factory)
+        owner = None if processor is None else weakref.ref(processor)
+        old = _ROUTER.set_export(processor, factory, owner)
         if old is not None:
             _shutdown_in_background(old, config.shutdown_timeout)
-        return TracingComponent(provider, processor)
+        return TracingComponent(provider, owner)
+
+
+def suspend_export_until_fork(timeout: float) -> None:
+    """Flush and close this process's span exporter; children forked later build their own.
+
+    For the main process of a pre-fork pool (Celery's prefork workers), which
+    runs no job itself: an exporter alive at ``os.fork()`` (a gRPC channel and
+    its threads) can leave the child hung before it runs anything, so the
+    parent closes its own before the pool forks, and each child builds one on
+    its first span. Spans this process ends afterwards are not exported.
+
+    Args:
+        timeout: The bound of the flush and shutdown, in seconds.
+    """
+    router = _ROUTER
+    if router is None:
+        return
+    old = router.suspend()
+    if old is not None:
+        run_bounded(old.shutdown, timeout)
+        # The SDK's processor registered an after-fork hook that starts a thread
+        # in the child; in a child forked by billiard that start can wait
+        # forever. The hook holds the processor weakly: once it is collected
+        # (it sits in reference cycles with its thread) the hook does nothing.
+        del old
+        gc.collect()
 
 
 def get_tracer() -> trace.Tracer:
@@ -511,7 +553,7 @@ class _SpanRouter(SpanProcessor):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._export: SpanProcessor | None = None
-        self._owner: SpanProcessor | None = None
+        self._owner: weakref.ref[SpanProcessor] | None = None
         self._factory: Callable[[], SpanProcessor | None] | None = None
         self._extra: tuple[SpanProcessor, ...] = ()
         self._forked = False
@@ -531,22 +573,23 @@ class _SpanRouter(SpanProcessor):
         self,
         processor: SpanProcessor | None,
         factory: Callable[[], SpanProcessor | None] | None,
+        owner: weakref.ref[SpanProcessor] | None,
     ) -> SpanProcessor | None:
         with self._lock:
             old, self._export, self._factory = self._export, processor, factory
-            self._owner = processor
+            self._owner = owner
             self._forked = False
         return old
 
-    def export_for(self, processor: SpanProcessor) -> SpanProcessor | None:
+    def export_for(self, owner: weakref.ref[SpanProcessor]) -> SpanProcessor | None:
         with self._lock:
-            if processor is self._owner:
+            if owner is self._owner:
                 return self._export
-        return processor
+        return owner()
 
-    def detach_export(self, processor: SpanProcessor) -> None:
+    def detach_export(self, owner: weakref.ref[SpanProcessor]) -> None:
         with self._lock:
-            if self._owner is processor:
+            if self._owner is owner:
                 self._export = self._owner = self._factory = None
 
     def add(self, processor: SpanProcessor) -> None:
@@ -592,6 +635,17 @@ class _SpanRouter(SpanProcessor):
             if processor is not None:
                 ok = processor.force_flush(timeout_millis) and ok
         return ok
+
+    def suspend(self) -> SpanProcessor | None:
+        """Take the export processor out until the next fork; return it for shutting down.
+
+        The process keeps its factory: a child forked from it builds a fresh
+        exporter on its first span, and this process exports nothing more.
+        """
+        with self._lock:
+            old, self._export = self._export, None
+            self._forked = False
+        return old
 
     def _rebuild_after_fork(self) -> None:
         with self._lock:

@@ -113,6 +113,38 @@ class TestExamples:
         assert {e["merchant_id"] for e in jobs} == {"m-42"}
         assert scraped[0]["job_runs"] == 3
 
+    def test_celery_app_runs_tasks_in_the_request_trace(self, rabbitmq_url: str) -> None:
+        """The Celery example's tasks, run by a prefork worker, log the request's trace and ids."""
+        pytest.importorskip("celery")
+        url = rabbitmq_url.rstrip("/") + "//"
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "celery_app.py"),
+                "--tasks",
+                "3",
+                "--url",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=150,
+            env=_example_env(),
+            cwd=ROOT,
+            check=False,
+        )
+        events = _json_lines(result.stdout)
+        request = next(e for e in events if e.get("event") == "invoices_enqueued")
+        tasks = [e for e in events if e.get("event") == "invoice_sent"]
+        scraped = [e for e in events if e.get("event") == "celery_metrics_scraped"]
+
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert sorted(e["invoice"] for e in tasks) == ["invoice-0", "invoice-1", "invoice-2"]
+        assert {e["trace_id"] for e in tasks} == {request["trace_id"]}
+        assert {e["request_id"] for e in tasks} == {request["request_id"]}
+        assert {e["merchant_id"] for e in tasks} == {"m-42"}
+        assert scraped[0]["job_runs"] == 3
+
     def test_demo_keeps_serving_metrics_and_health(self) -> None:
         """While the CLI demo serves, a scraper reads /metrics and the health endpoints."""
         proc = subprocess.Popen(

@@ -67,3 +67,54 @@ class TestFork:
         assert "child-span" in [s.name for s in spans]
         messages = [e["exception"]["values"][0]["value"] for e in events]
         assert "from the child" in messages
+
+
+FORK_AFTER_SETUP = r"""
+import os, sys, time
+
+from kaleem_telemetry import setup_telemetry, tracing
+
+setup_telemetry(service_name="forking")
+sys.stdout.flush()
+pid = os.fork()
+if pid == 0:
+    with tracing.get_tracer().start_as_current_span("in-child"):
+        pass
+    os._exit(0)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child exit", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung")
+"""
+
+
+class TestForkAfterSetup:
+    def test_child_of_a_process_with_a_grpc_exporter_does_not_hang(self) -> None:
+        """A child forked after setup (a Celery prefork child) gets past the SDK's fork hook.
+
+        The tracer provider's after-fork hook submits to a thread pool; with
+        ``concurrent.futures.thread`` first imported after the provider (by the
+        gRPC exporter), its global lock was still held in the child and every
+        child hung there before running anything.
+        """
+        import subprocess
+
+        from tests.reliability._support import clean_env
+
+        with OTLPReceiver("grpc") as receiver:
+            result = subprocess.run(
+                [sys.executable, "-c", FORK_AFTER_SETUP],
+                env=clean_env(**receiver.env()),
+                capture_output=True,
+                text=True,
+                timeout=90,
+            )
+
+        assert "child exit 0" in result.stdout, result.stdout + result.stderr

@@ -5,9 +5,10 @@ exposes ``instrument()`` and ``uninstrument()``; importing this package imports
 none of them, and none of the libraries. Shipped today:
 
 * `kaleem_telemetry.integrations.pika` (the ``pika`` extra);
-* `kaleem_telemetry.integrations.aio_pika` (the ``aio-pika`` extra).
+* `kaleem_telemetry.integrations.aio_pika` (the ``aio-pika`` extra);
+* `kaleem_telemetry.integrations.celery` (the ``celery`` extra).
 
-The others (redis, pymongo, sqlalchemy, httpx, requests, celery) are planned.
+The others (redis, pymongo, sqlalchemy, httpx, requests) are planned.
 
 Added in 0.1.0.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -13,7 +13,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaleem_telemetry import tracing
 from kaleem_telemetry.propagation import inject_context
 
-__all__ = ["Publish", "already_instrumented"]
+__all__ = ["Publish", "already_instrumented", "put_headers"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,17 +38,9 @@ class Publish:
         )
         self.token: object | None = otel_context.attach(trace.set_span_in_context(self.span))
         try:
-            injected: dict[str, Any] = inject_context({})
-            # A copy (the caller's headers are not changed behind its back), less
-            # any spelling of a header we write: the one canonical traceparent is
-            # this span's, whatever the caller put there, in whatever case.
-            sent = {
-                key: value
-                for key, value in (headers.items() if isinstance(headers, Mapping) else ())
-                if not (isinstance(key, str) and key.lower() in injected)
-            }
-            sent.update(injected)
-            self.headers = sent
+            # A copy: the caller's headers are not changed behind its back.
+            sent = dict(headers) if isinstance(headers, Mapping) else {}
+            self.headers = put_headers(sent, inject_context({}))
         except BaseException:
             self.close(None)
             raise
@@ -62,6 +54,19 @@ class Publish:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         self.span.end()
+
+
+def put_headers(headers: MutableMapping[Any, Any], injected: Mapping[str, Any]) -> Any:
+    """Write ``injected`` into ``headers`` in place, as the one spelling of each name.
+
+    Any other spelling of a header we write (``Traceparent``, ``X-Request-ID``)
+    is dropped first: the one canonical ``traceparent`` is ours, whatever the
+    caller put there, in whatever case. Returns ``headers``.
+    """
+    for key in [k for k in headers if isinstance(k, str) and k.lower() in injected]:
+        del headers[key]
+    headers.update(injected)
+    return headers
 
 
 def already_instrumented(library: str) -> None:
