@@ -116,6 +116,7 @@ RUNS = 8
 POOLS = {
     "prefork": ["--pool=prefork", "--concurrency=2", "--max-tasks-per-child=1"],
     "threads": ["--pool=threads", "--concurrency=2"],
+    "solo": ["--pool=solo"],
 }
 
 
