@@ -38,20 +38,27 @@ def _example_env() -> dict[str, str]:
     return env
 
 
+def _run(
+    *args: str, timeout: float = 90
+) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """Run ``python *args`` from the checkout (bounded); return it and its JSON log lines."""
+    result = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_example_env(),
+        cwd=ROOT,
+        check=False,
+    )
+    return result, _json_lines(result.stdout)
+
+
 class TestExamples:
     @pytest.mark.parametrize("name", sorted(EXAMPLES))
     def test_example_serves_logs_and_metrics(self, name: str) -> None:
         """Each example serves, drives traffic, logs JSON access events and scrapes /metrics."""
-        result = subprocess.run(
-            [sys.executable, str(EXAMPLES[name]), "--duration", "0.2"],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=_example_env(),
-            cwd=ROOT,
-            check=False,
-        )
-        events = _json_lines(result.stdout)
+        result, events = _run(str(EXAMPLES[name]), "--duration", "0.2")
         access = [e for e in events if e.get("event") == "http_request"]
         scraped = [e for e in events if e.get("event") == "demo_metrics_scraped"]
 
@@ -67,16 +74,7 @@ class TestExamples:
 
     def test_demo_order_and_its_job_share_one_trace(self) -> None:
         """The CLI demo's order enqueues a job whose log line carries the request's ids."""
-        result = subprocess.run(
-            [sys.executable, "-m", "kaleem_telemetry", "demo", "--duration", "0.5"],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=_example_env(),
-            cwd=ROOT,
-            check=False,
-        )
-        events = _json_lines(result.stdout)
+        result, events = _run("-m", "kaleem_telemetry", "demo", "--duration", "0.5")
         [order] = [e for e in events if e.get("event") == "order_placed"]
         [receipt] = [e for e in events if e.get("event") == "receipt_sent"]
 
@@ -92,16 +90,7 @@ class TestExamples:
         """The worker example's jobs log the request's trace and ids, and /metrics counts them."""
         pytest.importorskip("pika")
         args = ["--jobs", "3", "--port", "0", "--url", rabbitmq_url]
-        result = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "worker.py"), *args],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=_example_env(),
-            cwd=ROOT,
-            check=False,
-        )
-        events = _json_lines(result.stdout)
+        result, events = _run(str(ROOT / "examples" / "worker.py"), *args)
         request = next(e for e in events if e.get("event") == "orders_enqueued")
         jobs = [e for e in events if e.get("event") == "order_job_done"]
         scraped = [e for e in events if e.get("event") == "worker_metrics_scraped"]
@@ -117,23 +106,8 @@ class TestExamples:
         """The Celery example's tasks, run by a prefork worker, log the request's trace and ids."""
         pytest.importorskip("celery")
         url = rabbitmq_url.rstrip("/") + "//"
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "examples" / "celery_app.py"),
-                "--tasks",
-                "3",
-                "--url",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=150,
-            env=_example_env(),
-            cwd=ROOT,
-            check=False,
-        )
-        events = _json_lines(result.stdout)
+        example = str(ROOT / "examples" / "celery_app.py")
+        result, events = _run(example, "--tasks", "3", "--url", url, timeout=150)
         request = next(e for e in events if e.get("event") == "invoices_enqueued")
         tasks = [e for e in events if e.get("event") == "invoice_sent"]
         scraped = [e for e in events if e.get("event") == "celery_metrics_scraped"]
