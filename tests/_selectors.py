@@ -125,9 +125,13 @@ def generated_expressions() -> list[tuple[str, str]]:
     return found
 
 
-def problems(expressions: list[tuple[str, str]]) -> list[str]:
-    """What does not name an emitted series or label, one line each."""
+def problems(expressions: list[tuple[str, str]], *, extra: tuple[str, ...] = ()) -> list[str]:
+    """What does not name an emitted series or label, one line each.
+
+    ``extra`` names series Prometheus itself records (``scrape_duration_seconds``).
+    """
     known = {**emitted_series(), **recorded_series()}
+    known.update({name: {"job", "instance"} for name in extra})
     found = []
     for where, expr in expressions:
         selectors, grouping = parse(expr)

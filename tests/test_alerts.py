@@ -23,6 +23,7 @@ from kaleem_telemetry._observability import (
 )
 from kaleem_telemetry.exceptions import TelemetryConfigError
 from tests._promtools import tool
+from tests._selectors import problems
 
 API = 'job="api", instance="api:8000"'
 WORKER = 'job="worker", instance="worker:9101"'
@@ -313,6 +314,28 @@ def test_every_alert_has_a_case_and_the_annotations() -> None:
         assert rule["labels"]["severity"] in {"critical", "warning"}
         assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
         assert rule["annotations"]["runbook_url"].endswith(f"/{rule['alert']}.md")
+
+
+def test_every_alert_has_a_runbook() -> None:
+    """docs/runbooks/ holds one runbook per alert, naming it."""
+    runbooks = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
+    for alert in ALERTS:
+        text = (runbooks / f"{alert}.md").read_text()
+        assert text.startswith(f"# {alert}\n"), alert
+
+
+def test_the_runbook_queries_name_emitted_series() -> None:
+    """The PromQL of every runbook queries series and labels the library (or Prometheus) has."""
+    runbooks = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
+    queries = [
+        (path.name, line.replace("$job", "api"))
+        for path in sorted(runbooks.glob("*.md"))
+        for block in re.findall(r"```promql\n(.*?)```", path.read_text(), re.S)
+        for line in block.splitlines()
+    ]
+
+    assert len(queries) >= 2 * len(ALERTS)
+    assert problems(queries, extra=("scrape_duration_seconds",)) == []
 
 
 @pytest.mark.parametrize("alert", sorted(CASES))
