@@ -411,3 +411,11 @@ def test_the_prometheus_rule_holds_every_group() -> None:
     assert rule["kind"] == "PrometheusRule"
     assert rule["metadata"]["namespace"] == "monitoring"
     assert rule["spec"]["groups"] == groups
+
+
+def test_the_docs_list_every_alert_and_its_expression() -> None:
+    """docs/alerts.md has every alert with its expression as generated."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
+    for rule in _all_alerts():
+        assert f"### {rule['alert']} ({rule['labels']['severity']})" in text
+        assert rule["expr"] in text, rule["alert"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,14 @@ def test_the_output_is_byte_identical(tmp_path) -> None:
 
     assert first == second
     assert "my-loki" in other
+
+
+def test_the_docs_list_every_panel_and_its_query() -> None:
+    """docs/dashboards.md names every dashboard and panel, with its query as generated."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "dashboards.md").read_text()
+    for name, dashboard in DASHBOARDS.items():
+        assert f"`{name}.json`" in text
+        for panel in dashboard["panels"]:
+            assert f"### {panel['title']}\n" in text
+            for target in panel["targets"]:
+                assert target["expr"] in text, panel["title"]
