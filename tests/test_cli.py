@@ -88,3 +88,59 @@ class TestDemo:
         err = capsys.readouterr().err
         assert "pip install 'kaleem-telemetry[demo]'" in err
         assert "Traceback" not in err
+
+
+class TestGenerators:
+    def test_dashboards_writes_the_json(self, tmp_path, capsys):
+        """`dashboards --out DIR` writes the four dashboards, byte-identical on a second run."""
+        assert main(["dashboards", "--out", str(tmp_path / "a"), "--loki-uid", "logs"]) == 0
+        assert main(["dashboards", "--out", str(tmp_path / "b"), "--loki-uid", "logs"]) == 0
+        first = sorted(p.name for p in (tmp_path / "a").iterdir())
+
+        assert first == [
+            "kaleem-api-health.json",
+            "kaleem-business.json",
+            "kaleem-data-stores.json",
+            "kaleem-workers.json",
+        ]
+        for name in first:
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert "logs" in (tmp_path / "a" / "kaleem-workers.json").read_text()
+        assert "kaleem-api-health.json" in capsys.readouterr().out
+
+    def test_alerts_writes_the_rules_and_the_prometheus_rule(self, tmp_path):
+        """`alerts` takes the job, the objectives and checks, and writes a PrometheusRule."""
+        args = ["alerts", "--out", str(tmp_path), "--job", "shop", "--kubernetes"]
+        args += ["--availability-objective", "99.5", "--critical-check", "db"]
+
+        assert main(args) == 0
+        names = sorted(p.name for p in tmp_path.iterdir())
+        alerts = (tmp_path / "kaleem-alerts.yml").read_text()
+        slo = (tmp_path / "kaleem-slo.yml").read_text()
+        operator = (tmp_path / "kaleem-prometheusrule.yaml").read_text()
+
+        assert names == ["kaleem-alerts.yml", "kaleem-prometheusrule.yaml", "kaleem-slo.yml"]
+        assert 'job=\\"shop\\"' in alerts
+        assert 'check=~\\"db\\"' in alerts
+        assert "vector(0.995)" in slo
+        assert 'kind: "PrometheusRule"' in operator
+
+    def test_a_bad_objective_is_one_line_and_exit_1(self, tmp_path, capsys):
+        """A latency threshold off the buckets exits 1 with the reason, no traceback."""
+        assert main(["alerts", "--out", str(tmp_path), "--latency-threshold", "0.3"]) == 1
+        err = capsys.readouterr().err
+
+        assert err.startswith("kaleem-telemetry alerts: latency_threshold must be a bucket bound")
+        assert "Traceback" not in err
+
+    def test_an_unwritable_out_is_exit_1(self, tmp_path, capsys):
+        """--out naming a file exits 1 with a one-line message."""
+        target = tmp_path / "file"
+        target.write_text("")
+
+        assert main(["dashboards", "--out", str(target)]) == 1
+        assert "cannot write" in capsys.readouterr().err
+
+    def test_out_is_required(self, capsys):
+        """Without --out the command is a usage error."""
+        assert main(["alerts"]) == 2

@@ -120,6 +120,13 @@ LAYERS = [
     ("kaleem_telemetry", "kaleem_telemetry.integrations.pika"),
     ("kaleem_telemetry", "kaleem_telemetry.integrations.aio_pika"),
     ("kaleem_telemetry", "kaleem_telemetry.integrations._messaging"),
+    # The dashboard and rule generators read the contract only, never the live
+    # families or the pipeline; nothing at run time imports them (the CLI does).
+    ("kaleem_telemetry._observability", "kaleem_telemetry.metrics"),
+    ("kaleem_telemetry._observability", "kaleem_telemetry._setup"),
+    ("kaleem_telemetry", "kaleem_telemetry._observability"),
+    ("kaleem_telemetry.metrics", "kaleem_telemetry._observability"),
+    ("kaleem_telemetry._setup", "kaleem_telemetry._observability"),
 ]
 
 
