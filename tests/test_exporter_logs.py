@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 
@@ -69,7 +70,10 @@ class TestExporterLogLimit:
         from kaleem_telemetry import setup_telemetry
 
         setup_telemetry(service_name="limit-probe", traces_exporter="none")
-        exporter_log = logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter")
+        # A logger of its own under the exporter's: the limit is per logger and per
+        # process, and an earlier test's exporter error must not have used it up.
+        name = f"opentelemetry.exporter.otlp.proto.grpc.exporter.probe{uuid.uuid4().hex}"
+        exporter_log = logging.getLogger(name)
         for _ in range(20):
             exporter_log.error("Failed to export traces to %s", "127.0.0.1:4317")
         logging.getLogger("app").error("an application error")
