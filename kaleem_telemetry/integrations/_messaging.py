@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,9 +12,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaleem_telemetry import tracing
 from kaleem_telemetry.propagation import inject_context
 
-__all__ = ["Publish", "already_instrumented"]
-
-_LOGGER = logging.getLogger(__name__)
+__all__ = ["Publish"]
 
 
 class Publish:
@@ -62,12 +59,3 @@ class Publish:
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
         self.span.end()
-
-
-def already_instrumented(library: str) -> None:
-    """Log that a repeated ``instrument()`` did nothing."""
-    _LOGGER.warning(
-        "kaleem_telemetry.integrations.%s is already instrumented; "
-        "the repeated instrument() call does nothing.",
-        library,
-    )
