@@ -188,9 +188,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         signal="http_client",
         unit="seconds",
         buckets=HTTP_BUCKETS,
-        recorded_by=(
-            "nothing yet: registered, recorded by the **planned** httpx and requests integrations"
-        ),
+        recorded_by="the httpx and requests integrations",
     ),
     MetricSpec(
         name="database_query_duration_seconds",

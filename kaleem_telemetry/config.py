@@ -360,7 +360,7 @@ def _redact_keys(value: object, label: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-_INTEGRATION_NAMES = ("aio_pika", "auto", "pika", "redis")
+_INTEGRATION_NAMES = ("aio_pika", "auto", "httpx", "pika", "redis", "requests")
 """What ``integrations`` accepts (kaleem_telemetry.integrations' table, and ``auto``)."""
 
 

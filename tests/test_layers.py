@@ -120,6 +120,11 @@ LAYERS = [
     ("kaleem_telemetry", "kaleem_telemetry.integrations.pika"),
     ("kaleem_telemetry", "kaleem_telemetry.integrations.aio_pika"),
     ("kaleem_telemetry", "kaleem_telemetry.integrations._messaging"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.redis"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.httpx"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.requests"),
+    ("kaleem_telemetry._setup", "kaleem_telemetry.integrations._http_client"),
+    ("kaleem_telemetry.db", "kaleem_telemetry.integrations._clients"),
 ]
 
 

@@ -5,6 +5,8 @@ exposes ``instrument()`` and ``uninstrument()``; importing this package imports
 none of them, and none of the libraries. Shipped:
 
 * `kaleem_telemetry.integrations.redis` (the ``redis`` extra);
+* `kaleem_telemetry.integrations.httpx` (the ``httpx`` extra);
+* `kaleem_telemetry.integrations.requests` (the ``requests`` extra);
 * `kaleem_telemetry.integrations.pika` (the ``pika`` extra);
 * `kaleem_telemetry.integrations.aio_pika` (the ``aio-pika`` extra).
 
@@ -30,8 +32,10 @@ _LOGGER = logging.getLogger(__name__)
 #: Integration name -> (the library's import name, the extra that installs it).
 INTEGRATIONS: dict[str, tuple[str, str]] = {
     "aio_pika": ("aio_pika", "aio-pika"),
+    "httpx": ("httpx", "httpx"),
     "pika": ("pika", "pika"),
     "redis": ("redis", "redis"),
+    "requests": ("requests", "requests"),
 }
 AUTO = "auto"
 
