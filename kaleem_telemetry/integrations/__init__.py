@@ -5,6 +5,7 @@ exposes ``instrument()`` and ``uninstrument()``; importing this package imports
 none of them, and none of the libraries. Shipped:
 
 * `kaleem_telemetry.integrations.redis` (the ``redis`` extra);
+* `kaleem_telemetry.integrations.sqlalchemy` (the ``sqlalchemy`` extra);
 * `kaleem_telemetry.integrations.httpx` (the ``httpx`` extra);
 * `kaleem_telemetry.integrations.requests` (the ``requests`` extra);
 * `kaleem_telemetry.integrations.pika` (the ``pika`` extra);
@@ -36,6 +37,7 @@ INTEGRATIONS: dict[str, tuple[str, str]] = {
     "pika": ("pika", "pika"),
     "redis": ("redis", "redis"),
     "requests": ("requests", "requests"),
+    "sqlalchemy": ("sqlalchemy", "sqlalchemy"),
 }
 AUTO = "auto"
 

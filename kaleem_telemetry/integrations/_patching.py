@@ -4,11 +4,13 @@ An integration lists the methods it replaces; `Patches.apply` wraps them (with
 `wrapt`, so the wrappers keep the originals' names and signatures) unless the
 library is already instrumented, in which case it logs a warning and changes
 nothing; `Patches.restore` puts the very objects that were in each class's
-``__dict__`` back.
+``__dict__`` back. `Patches.listen` does the same for event listeners (SQLAlchemy's),
+removed again by `Patches.restore`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -32,7 +34,7 @@ class Patches:
     def __init__(self, library: str) -> None:
         self._library = library
         self._lock = threading.Lock()
-        self._saved: list[tuple[type, str, Any]] = []
+        self._saved: list[Callable[[], None]] = []
 
     @property
     def active(self) -> bool:
@@ -57,7 +59,37 @@ class Patches:
                 for owner, name, wrapper in targets():
                     original = owner.__dict__[name]
                     wrapt.wrap_function_wrapper(owner, name, wrapper)
-                    self._saved.append((owner, name, original))
+                    self._saved.append(functools.partial(setattr, owner, name, original))
+            except BaseException:
+                self._restore()
+                raise
+            return True
+
+    def listen(
+        self,
+        listeners: Callable[[], Iterable[tuple[Any, str, Callable[..., Any]]]],
+        *,
+        add: Callable[[Any, str, Callable[..., Any]], None],
+        remove: Callable[[Any, str, Callable[..., Any]], None],
+    ) -> bool:
+        """Add every ``(target, event, function)`` of ``listeners()`` with ``add``; once.
+
+        Args:
+            listeners: Returns the listeners; called only when not yet instrumented.
+            add: The library's ``listen(target, event, function)``.
+            remove: The library's ``remove(target, event, function)``, run by `restore`.
+
+        Returns:
+            True when it added them, False when already instrumented (a warning is logged).
+        """
+        with self._lock:
+            if self._saved:
+                already_instrumented(self._library)
+                return False
+            try:
+                for target, name, function in listeners():
+                    add(target, name, function)
+                    self._saved.append(functools.partial(remove, target, name, function))
             except BaseException:
                 self._restore()
                 raise
@@ -70,8 +102,7 @@ class Patches:
 
     def _restore(self) -> None:
         while self._saved:
-            owner, name, original = self._saved.pop()
-            setattr(owner, name, original)
+            self._saved.pop()()
 
 
 def already_instrumented(library: str) -> None:
