@@ -200,7 +200,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         buckets=DB_BUCKETS,
         exemplar=True,
         label_notes=(("status", _OK_ERROR),),
-        recorded_by="`track_db()`, the redis and SQLAlchemy integrations",
+        recorded_by="`track_db()`, the redis, SQLAlchemy and pymongo integrations",
     ),
     MetricSpec(
         name="cache_hit_total",

@@ -360,7 +360,16 @@ def _redact_keys(value: object, label: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-_INTEGRATION_NAMES = ("aio_pika", "auto", "httpx", "pika", "redis", "requests", "sqlalchemy")
+_INTEGRATION_NAMES = (
+    "aio_pika",
+    "auto",
+    "httpx",
+    "pika",
+    "pymongo",
+    "redis",
+    "requests",
+    "sqlalchemy",
+)
 """What ``integrations`` accepts (kaleem_telemetry.integrations' table, and ``auto``)."""
 
 

@@ -6,6 +6,7 @@ none of them, and none of the libraries. Shipped:
 
 * `kaleem_telemetry.integrations.redis` (the ``redis`` extra);
 * `kaleem_telemetry.integrations.sqlalchemy` (the ``sqlalchemy`` extra);
+* `kaleem_telemetry.integrations.pymongo` (the ``pymongo`` extra);
 * `kaleem_telemetry.integrations.httpx` (the ``httpx`` extra);
 * `kaleem_telemetry.integrations.requests` (the ``requests`` extra);
 * `kaleem_telemetry.integrations.pika` (the ``pika`` extra);
@@ -35,6 +36,7 @@ INTEGRATIONS: dict[str, tuple[str, str]] = {
     "aio_pika": ("aio_pika", "aio-pika"),
     "httpx": ("httpx", "httpx"),
     "pika": ("pika", "pika"),
+    "pymongo": ("pymongo", "pymongo"),
     "redis": ("redis", "redis"),
     "requests": ("requests", "requests"),
     "sqlalchemy": ("sqlalchemy", "sqlalchemy"),
