@@ -42,6 +42,7 @@ from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry._optional import import_optional
 from kaleem_telemetry.db import observe_query
 from kaleem_telemetry.integrations._clients import end_call, start_call
+from kaleem_telemetry.integrations._health_checks import pymongo_check as health_check
 from kaleem_telemetry.integrations._patching import already_instrumented
 from kaleem_telemetry.metrics import get_metrics
 
@@ -49,7 +50,7 @@ pymongo = import_optional("pymongo", module=__name__, package="pymongo", extra="
 
 from pymongo import monitoring  # noqa: E402 - after the guarded import names the extra.
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["health_check", "instrument", "uninstrument"]
 
 _LOGGER = logging.getLogger(__name__)
 _WHERE = "pymongo integration"

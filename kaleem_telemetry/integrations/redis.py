@@ -44,12 +44,13 @@ from kaleem_telemetry._optional import import_optional
 from kaleem_telemetry.cache import cache_key_prefix, observe_cache
 from kaleem_telemetry.db import observe_query
 from kaleem_telemetry.integrations._clients import end_call, start_call
+from kaleem_telemetry.integrations._health_checks import redis_check as health_check
 from kaleem_telemetry.integrations._patching import Patches, Wrapper
 from kaleem_telemetry.metrics import TelemetryMetrics, get_metrics
 
 redis = import_optional("redis", module=__name__, package="redis", extra="redis")
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["health_check", "instrument", "uninstrument"]
 
 _PATCHES = Patches("redis")
 _WHERE = "redis integration"

@@ -38,6 +38,7 @@ from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry._optional import import_optional
 from kaleem_telemetry.db import observe_query
 from kaleem_telemetry.integrations._clients import end_call, start_call
+from kaleem_telemetry.integrations._health_checks import sqlalchemy_check as health_check
 from kaleem_telemetry.integrations._patching import Patches
 from kaleem_telemetry.metrics import get_metrics
 
@@ -45,7 +46,7 @@ sqlalchemy = import_optional(
     "sqlalchemy", module=__name__, package="sqlalchemy", extra="sqlalchemy"
 )
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["health_check", "instrument", "uninstrument"]
 
 _PATCHES = Patches("sqlalchemy")
 _WHERE = "sqlalchemy integration"

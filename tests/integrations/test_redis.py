@@ -365,3 +365,16 @@ class TestSetup:
         assert TelemetryConfig.from_env({"KALEEM_TELEMETRY_INTEGRATIONS": "auto"}).integrations == (
             "auto",
         )
+
+
+class TestHealthCheck:
+    def test_health_check_lives_here_and_the_old_path_still_works(self, redis_url: str) -> None:
+        """integrations.redis.health_check and health.redis_check both PING the real Redis."""
+        from kaleem_telemetry import health
+
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert integration.health_check(client)() is True
+            assert health.redis_check(client)() is True
+        finally:
+            client.close()
