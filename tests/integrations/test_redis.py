@@ -332,13 +332,18 @@ class TestSetup:
         import kaleem_telemetry
 
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+        from kaleem_telemetry.integrations import INTEGRATIONS, _installed
+
+        instrumented = [name for name, (library, _) in INTEGRATIONS.items() if _installed(library)]
         original = redis.client.Redis.__dict__["execute_command"]
         try:
             kaleem_telemetry.setup_telemetry("svc", integrations="auto")
             patched = redis.client.Redis.__dict__["execute_command"]
         finally:
-            integration.uninstrument()
+            for name in instrumented:
+                importlib.import_module(f"kaleem_telemetry.integrations.{name}").uninstrument()
 
+        assert "redis" in instrumented
         assert patched is not original
         assert redis.client.Redis.__dict__["execute_command"] is original
 
