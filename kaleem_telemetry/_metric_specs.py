@@ -188,9 +188,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         signal="http_client",
         unit="seconds",
         buckets=HTTP_BUCKETS,
-        recorded_by=(
-            "nothing yet: registered, recorded by the **planned** httpx and requests integrations"
-        ),
+        recorded_by="the httpx and requests integrations",
     ),
     MetricSpec(
         name="database_query_duration_seconds",
@@ -202,7 +200,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         buckets=DB_BUCKETS,
         exemplar=True,
         label_notes=(("status", _OK_ERROR),),
-        recorded_by="`track_db()`",
+        recorded_by="`track_db()`, the redis, SQLAlchemy and pymongo integrations",
     ),
     MetricSpec(
         name="cache_hit_total",
@@ -210,7 +208,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         help="Cache hits.",
         labels=_CACHE,
         signal="cache",
-        recorded_by="`record_cache()`, `track_cache()`",
+        recorded_by="`record_cache()`, `track_cache()`, the redis integration",
     ),
     MetricSpec(
         name="cache_miss_total",
@@ -218,7 +216,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         help="Cache misses.",
         labels=_CACHE,
         signal="cache",
-        recorded_by="`record_cache()`, `track_cache()`",
+        recorded_by="`record_cache()`, `track_cache()`, the redis integration",
     ),
     MetricSpec(
         name="cache_operations_total",
@@ -227,7 +225,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         labels=("operation", "result", "cache_level"),
         signal="cache",
         label_notes=(("result", "`hit`/`miss`/`ok`/`error`"),),
-        recorded_by="`track_cache()`",
+        recorded_by="`track_cache()`, the redis integration",
     ),
     MetricSpec(
         name="cache_operation_duration_seconds",
@@ -237,7 +235,7 @@ FAMILIES: tuple[MetricSpec, ...] = (
         signal="cache",
         unit="seconds",
         buckets=CACHE_BUCKETS,
-        recorded_by="`track_cache()`",
+        recorded_by="`track_cache()`, the redis integration",
     ),
     MetricSpec(
         name="job_runs_total",

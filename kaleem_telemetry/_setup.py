@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from kaleem_telemetry._bounded import run_under_deadline
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry.config import TelemetryConfig
-from kaleem_telemetry.exceptions import TelemetryConfigError
+from kaleem_telemetry.exceptions import MissingDependencyError, TelemetryConfigError
 
 __all__ = [
     "Component",
@@ -248,6 +248,12 @@ def _configure(config: TelemetryConfig) -> dict[str, Component]:
         component = _run_step(name, configure, config)
         if component is not None:
             components[name] = component
+    if config.integrations:
+        from kaleem_telemetry.integrations import instrument_integrations
+
+        # A named integration whose library is missing is the caller's to fix.
+        with internal_errors("setup of integrations", reraise=(MissingDependencyError,)):
+            instrument_integrations(config.integrations)
     return components
 
 

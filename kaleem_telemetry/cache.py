@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._wrapping import OperationTracker
-from kaleem_telemetry.metrics import get_metrics
+from kaleem_telemetry.metrics import TelemetryMetrics, get_metrics
 
 __all__ = ["cache_key_prefix", "record_cache", "track_cache"]
 
@@ -100,20 +100,37 @@ class CacheTracker(OperationTracker):
     def _finish(self, exc: BaseException | None) -> None:
         elapsed = time.perf_counter() - self._started
         with internal_errors("track_cache"):
-            metrics = get_metrics(self.registry)
-            if exc is not None:
-                result = "error"
-            elif self.hit is None:
-                result = "ok"
-            else:
-                result = "hit" if self.hit else "miss"
-                record_cache(
-                    self.hit, level=self.level, key_prefix=self.key_prefix, registry=self.registry
-                )
-            metrics.cache_operations_total.labels(self.operation, result, self.level).inc()
-            metrics.cache_operation_duration_seconds.labels(self.operation, self.level).observe(
-                elapsed
+            observe_cache(
+                get_metrics(self.registry),
+                self.operation,
+                self.level,
+                self.key_prefix,
+                self.hit,
+                exc is not None,
+                elapsed,
             )
+
+
+def observe_cache(
+    metrics: TelemetryMetrics,
+    operation: str,
+    level: str,
+    key_prefix: str,
+    hit: bool | None,
+    failed: bool,
+    elapsed: float,
+) -> None:
+    """Record one timed cache operation (and its hit or miss when ``hit`` is not None)."""
+    if failed:
+        result = "error"
+    elif hit is None:
+        result = "ok"
+    else:
+        result = "hit" if hit else "miss"
+        family = metrics.cache_hit_total if hit else metrics.cache_miss_total
+        family.labels(level, cache_key_prefix(key_prefix)).inc()
+    metrics.cache_operations_total.labels(operation, result, level).inc()
+    metrics.cache_operation_duration_seconds.labels(operation, level).observe(elapsed)
 
 
 def track_cache(

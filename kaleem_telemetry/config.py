@@ -360,6 +360,42 @@ def _redact_keys(value: object, label: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
+_INTEGRATION_NAMES = (
+    "aio_pika",
+    "auto",
+    "httpx",
+    "pika",
+    "pymongo",
+    "redis",
+    "requests",
+    "sqlalchemy",
+)
+"""What ``integrations`` accepts (kaleem_telemetry.integrations' table, and ``auto``)."""
+
+
+def _integrations(value: object, label: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        items = list(value)
+    else:
+        raise _type_error(label, "`auto`, a comma-separated string or a sequence of names", value)
+    names: list[str] = []
+    for item in items:
+        name = item.strip().lower().replace("-", "_") if isinstance(item, str) else item
+        if name == "":
+            continue
+        if name not in _INTEGRATION_NAMES:
+            msg = (
+                f"{label} must be `auto` or integration names among "
+                f"{', '.join(n for n in _INTEGRATION_NAMES if n != 'auto')}, got {value!r}."
+            )
+            raise TelemetryConfigError(msg)
+        if name not in names:
+            names.append(str(name))
+    return tuple(names)
+
+
 def _key_values(*, secret: bool) -> Callable[[object, str], _FrozenMap]:
     """Parse ``k=v,k2=v2`` (OpenTelemetry's format) or check a mapping.
 
@@ -747,6 +783,13 @@ class TelemetryConfig:
         env="KALEEM_TELEMETRY_TRUST_TRACE_HEADERS",
         coerce=_boolean,
         doc="Continue incoming traces; edge services set `false` to link them instead.",
+    )
+    integrations: tuple[str, ...] = _setting(
+        (),
+        env="KALEEM_TELEMETRY_INTEGRATIONS",
+        coerce=_integrations,
+        doc="Integrations setup instruments: `auto` (every installed one) "
+        "or names, comma-separated.",
     )
     shutdown_timeout: float = _setting(
         5.0,

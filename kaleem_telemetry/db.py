@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry
 from kaleem_telemetry import tracing
 from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._wrapping import OperationTracker
-from kaleem_telemetry.metrics import get_metrics
+from kaleem_telemetry.metrics import TelemetryMetrics, get_metrics
 
 __all__ = ["track_db"]
 
@@ -83,21 +83,43 @@ class DbTracker(OperationTracker):
         with internal_errors("track_db finish"):
             span = self.span
             self.span = self._in_span = None
-            exemplar = None
             if span is not None:
                 if exc is not None:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                context = span.get_span_context()
-                if context.trace_flags.sampled:
-                    exemplar = {"trace_id": format(context.trace_id, "032x")}
                 span.end()
-            metrics = get_metrics(self.registry)
-            if not metrics.exemplars_enabled:
-                exemplar = None
-            metrics.database_query_duration_seconds.labels(
-                self.system, self.operation, self.collection, "ok" if exc is None else "error"
-            ).observe(elapsed, exemplar)
+            observe_query(
+                get_metrics(self.registry),
+                self.system,
+                self.operation,
+                self.collection,
+                exc is not None,
+                elapsed,
+                span,
+            )
+
+
+def observe_query(
+    metrics: TelemetryMetrics,
+    system: str,
+    operation: str,
+    collection: str,
+    failed: bool,
+    elapsed: float,
+    span: Span | None,
+) -> None:
+    """Observe one operation in ``database_query_duration_seconds``.
+
+    The span's ``trace_id`` is the exemplar when it is sampled and exemplars are on.
+    """
+    exemplar = None
+    if span is not None and metrics.exemplars_enabled:
+        context = span.get_span_context()
+        if context.trace_flags.sampled:
+            exemplar = {"trace_id": format(context.trace_id, "032x")}
+    metrics.database_query_duration_seconds.labels(
+        system, operation, collection, "error" if failed else "ok"
+    ).observe(elapsed, exemplar)
 
 
 def track_db(

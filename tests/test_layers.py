@@ -127,6 +127,13 @@ LAYERS = [
     ("kaleem_telemetry", "kaleem_telemetry._observability"),
     ("kaleem_telemetry.metrics", "kaleem_telemetry._observability"),
     ("kaleem_telemetry._setup", "kaleem_telemetry._observability"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.redis"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.httpx"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.requests"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.sqlalchemy"),
+    ("kaleem_telemetry", "kaleem_telemetry.integrations.pymongo"),
+    ("kaleem_telemetry._setup", "kaleem_telemetry.integrations._http_client"),
+    ("kaleem_telemetry.db", "kaleem_telemetry.integrations._clients"),
 ]
 
 

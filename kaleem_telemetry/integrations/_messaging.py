@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -13,9 +12,7 @@ from opentelemetry.trace import Status, StatusCode
 from kaleem_telemetry import tracing
 from kaleem_telemetry.propagation import inject_context
 
-__all__ = ["Publish", "already_instrumented", "put_headers"]
-
-_LOGGER = logging.getLogger(__name__)
+__all__ = ["Publish", "put_headers"]
 
 
 class Publish:
@@ -67,12 +64,3 @@ def put_headers(headers: MutableMapping[Any, Any], injected: Mapping[str, Any]) 
         del headers[key]
     headers.update(injected)
     return headers
-
-
-def already_instrumented(library: str) -> None:
-    """Log that a repeated ``instrument()`` did nothing."""
-    _LOGGER.warning(
-        "kaleem_telemetry.integrations.%s is already instrumented; "
-        "the repeated instrument() call does nothing.",
-        library,
-    )

@@ -37,11 +37,13 @@ from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry._optional import import_optional
 from kaleem_telemetry.decorators import job_wrapper
 from kaleem_telemetry.exceptions import MissingDependencyError
-from kaleem_telemetry.integrations._messaging import Publish, already_instrumented
+from kaleem_telemetry.integrations._health_checks import rabbitmq_check as health_check
+from kaleem_telemetry.integrations._messaging import Publish
+from kaleem_telemetry.integrations._patching import already_instrumented
 
 aio_pika = import_optional("aio_pika", module=__name__, package="aio-pika", extra="aio-pika")
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["health_check", "instrument", "uninstrument"]
 
 _MIN_VERSION = (9, 4)
 

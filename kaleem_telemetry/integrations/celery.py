@@ -61,7 +61,8 @@ from kaleem_telemetry._guard import internal_errors
 from kaleem_telemetry._optional import import_optional
 from kaleem_telemetry.decorators import job_probe
 from kaleem_telemetry.exceptions import MissingDependencyError
-from kaleem_telemetry.integrations._messaging import already_instrumented, put_headers
+from kaleem_telemetry.integrations._messaging import put_headers
+from kaleem_telemetry.integrations._patching import already_instrumented
 from kaleem_telemetry.propagation import inject_context
 from kaleem_telemetry.sentry import never_report
 
