@@ -28,10 +28,7 @@ Added in 0.1.0.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
-
-import wrapt
 
 from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry._optional import import_optional
@@ -39,7 +36,7 @@ from kaleem_telemetry.decorators import job_wrapper
 from kaleem_telemetry.exceptions import MissingDependencyError
 from kaleem_telemetry.integrations._health_checks import rabbitmq_check as health_check
 from kaleem_telemetry.integrations._messaging import Publish
-from kaleem_telemetry.integrations._patching import already_instrumented
+from kaleem_telemetry.integrations._patching import Patches
 
 aio_pika = import_optional("aio_pika", module=__name__, package="aio-pika", extra="aio-pika")
 
@@ -47,8 +44,7 @@ __all__ = ["health_check", "instrument", "uninstrument"]
 
 _MIN_VERSION = (9, 4)
 
-_LOCK = threading.Lock()
-_PATCHED: list[tuple[type, str, Any]] = []
+_PATCHES = Patches("aio_pika")
 
 
 def _check_version() -> None:
@@ -73,28 +69,19 @@ def instrument() -> None:
     from aio_pika.exchange import Exchange
     from aio_pika.queue import Queue
 
-    with _LOCK:
-        if _PATCHED:
-            already_instrumented("aio_pika")
-            return
-        # The robust classes call these through super(), so patching the base
-        # classes covers them too, and a restored robust consumer is wrapped again.
-        _patch(Exchange, "publish", _publish)
-        _patch(Queue, "consume", _consume)
+    _PATCHES.apply(
+        lambda: [
+            # The robust classes call these through super(), so patching the base
+            # classes covers them too, and a restored robust consumer is wrapped again.
+            (Exchange, "publish", _publish),
+            (Queue, "consume", _consume),
+        ]
+    )
 
 
 def uninstrument() -> None:
     """Restore the methods `instrument()` patched; a no-op when not instrumented."""
-    with _LOCK:
-        while _PATCHED:
-            owner, name, original = _PATCHED.pop()
-            setattr(owner, name, original)
-
-
-def _patch(owner: type, name: str, wrapper: Any) -> None:
-    original = owner.__dict__[name]
-    wrapt.wrap_function_wrapper(owner, name, wrapper)
-    _PATCHED.append((owner, name, original))
+    _PATCHES.restore()
 
 
 def _publish_args(message: Any, routing_key: Any, **options: Any) -> tuple[Any, Any]:

@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-import threading
 from typing import Any
-
-import wrapt
 
 from kaleem_telemetry._guard import report_internal_error
 from kaleem_telemetry._optional import import_optional
@@ -39,7 +36,7 @@ from kaleem_telemetry.decorators import job_wrapper
 from kaleem_telemetry.exceptions import MissingDependencyError
 from kaleem_telemetry.integrations._health_checks import rabbitmq_check as health_check
 from kaleem_telemetry.integrations._messaging import Publish
-from kaleem_telemetry.integrations._patching import already_instrumented
+from kaleem_telemetry.integrations._patching import Patches
 
 pika = import_optional("pika", module=__name__, package="pika", extra="pika")
 
@@ -47,8 +44,7 @@ __all__ = ["health_check", "instrument", "uninstrument"]
 
 _MIN_VERSION = (1, 3)
 
-_LOCK = threading.Lock()
-_PATCHED: list[tuple[type, str, Any]] = []
+_PATCHES = Patches("pika")
 
 
 def _check_version() -> None:
@@ -72,32 +68,23 @@ def instrument() -> None:
     from pika.adapters.blocking_connection import BlockingChannel
     from pika.channel import Channel
 
-    with _LOCK:
-        if _PATCHED:
-            already_instrumented("pika")
-            return
-        # Channel.basic_publish is what every adapter's publish ends in
-        # (BlockingChannel.basic_publish calls it), so it is patched alone.
-        _patch(Channel, "basic_publish", _publish)
-        # A blocking channel dispatches deliveries to the user's callback later
-        # than the underlying channel receives them: its basic_consume is where the
-        # user's callback is given, and the job must run when the callback does.
-        _patch(BlockingChannel, "basic_consume", _consume)
-        _patch(Channel, "basic_consume", _consume)
+    _PATCHES.apply(
+        lambda: [
+            # Channel.basic_publish is what every adapter's publish ends in
+            # (BlockingChannel.basic_publish calls it), so it is patched alone.
+            (Channel, "basic_publish", _publish),
+            # A blocking channel dispatches deliveries to the user's callback later
+            # than the underlying channel receives them: its basic_consume is where the
+            # user's callback is given, and the job must run when the callback does.
+            (BlockingChannel, "basic_consume", _consume),
+            (Channel, "basic_consume", _consume),
+        ]
+    )
 
 
 def uninstrument() -> None:
     """Restore the methods `instrument()` patched; a no-op when not instrumented."""
-    with _LOCK:
-        while _PATCHED:
-            owner, name, original = _PATCHED.pop()
-            setattr(owner, name, original)
-
-
-def _patch(owner: type, name: str, wrapper: Any) -> None:
-    original = owner.__dict__[name]
-    wrapt.wrap_function_wrapper(owner, name, wrapper)
-    _PATCHED.append((owner, name, original))
+    _PATCHES.restore()
 
 
 def _publish_args(
