@@ -60,12 +60,12 @@ class BoundValues(dict[str, Any]):
     away with it.
     """
 
-    __slots__ = ("shaped",)
+    # No ``__init__`` and no ``__slots__``: ``BoundValues(values)`` is then dict's
+    # own constructor, run in C, once per request. ``shaped`` reads the class
+    # default until the shaper sets it, which gives the instance its ``__dict__``.
 
-    def __init__(self, values: Mapping[str, Any] = MappingProxyType({})) -> None:
-        super().__init__(values)
-        #: (the redactor, the context keys, the rest), redacted; set by the shaper.
-        self.shaped: tuple[Any, ...] | None = None
+    #: (the redactor, the context keys, the rest), redacted; set by the shaper.
+    shaped: tuple[Any, ...] | None = None
 
 
 _EMPTY = BoundValues()

@@ -454,6 +454,18 @@ _PATTERN_EMAIL, _KINDS_EMAIL = _compile((*_BRANCHES, _EMAIL_BRANCH, *_KV_BRANCHE
 _SCAN_TRIGGERS = frozenset("-:=@_ \tAJS<%")
 _LONG_RUN = re.compile(r"[0-9A-Z]{13}")
 _LONG_RUN_MIN = 13
+# On a string of 13 characters or more, both searches cost about 60 ns a
+# character (a 32-digit hex request id: 9,000 instructions). An ASCII one is
+# proved clean in three C passes instead (a third of that): `bytes.translate`
+# deletes the triggers (so a shorter result means one was there) and writes
+# every upper-case letter and digit as "0", every other byte as "."; a long run
+# is then 13 zeros in a row, which `bytes.find` looks for.
+_RUN_CLASSES = bytes(
+    ord("0") if chr(byte) in string.ascii_uppercase + string.digits else ord(".")
+    for byte in range(256)
+)
+_TRIGGER_BYTES = "".join(sorted(_SCAN_TRIGGERS)).encode("ascii")
+_RUN_BYTES = b"0" * _LONG_RUN_MIN
 # IBANs (ISO 13616): country, check digits, 11 to 30 more upper-case letters and
 # digits, unbroken or in groups of four, standing apart from other letters and
 # digits; the country and the mod-97 check are verified in Python. Not a branch
@@ -478,11 +490,19 @@ def _cannot_match(s: str) -> bool:
     """Return True when no branch of the combined patterns can match in *s*."""
     # Exact str only: a subclass could lie through __iter__ or __len__, which
     # the regex engine never calls.
-    return (
-        type(s) is str
-        and _SCAN_TRIGGERS.isdisjoint(s)
-        and (len(s) < _LONG_RUN_MIN or _LONG_RUN.search(s) is None)
-    )
+    if type(s) is not str:
+        return False
+    if len(s) < _LONG_RUN_MIN:
+        return _SCAN_TRIGGERS.isdisjoint(s)
+    return _long_cannot_match(s)
+
+
+def _long_cannot_match(s: str) -> bool:
+    """`_cannot_match` for an exact ``str`` of `_LONG_RUN_MIN` characters or more."""
+    if s.isascii():
+        classes = s.encode("ascii").translate(_RUN_CLASSES, _TRIGGER_BYTES)
+        return len(classes) == len(s) and classes.find(_RUN_BYTES) < 0
+    return _SCAN_TRIGGERS.isdisjoint(s) and _LONG_RUN.search(s) is None
 
 
 #: The shortest string a pattern can hit ("pwd=x"); shorter ones are never scanned.
@@ -826,8 +846,11 @@ class Redactor:
                 return length < _SHORTEST_HIT or (
                     length <= self._max_string
                     and value[0] in _PLAIN_FIRST
-                    and _SCAN_TRIGGERS.isdisjoint(value)
-                    and (length < _LONG_RUN_MIN or _LONG_RUN.search(value) is None)
+                    and (
+                        _SCAN_TRIGGERS.isdisjoint(value)
+                        if length < _LONG_RUN_MIN
+                        else _long_cannot_match(value)
+                    )
                 )
             return kind in _ATOMIC
         except Exception:  # noqa: BLE001 - "redact it to know" is always safe.
@@ -1013,7 +1036,6 @@ class Redactor:
         limit = self._max_string
         plain_first = _PLAIN_FIRST
         triggers = _SCAN_TRIGGERS
-        long_run = _LONG_RUN.search
         renamed: dict[int, str] | None = None
         for key, item in items:
             if type(key) is str:
@@ -1049,8 +1071,11 @@ class Redactor:
                         or (
                             length <= limit
                             and item[0] in plain_first
-                            and triggers.isdisjoint(item)
-                            and (length < _LONG_RUN_MIN or long_run(item) is None)
+                            and (
+                                triggers.isdisjoint(item)
+                                if length < _LONG_RUN_MIN
+                                else _long_cannot_match(item)
+                            )
                         )
                     ):
                         chars -= length
@@ -1422,10 +1447,10 @@ class Redactor:
                 else (hit if (hit := known(name)) is not None else is_secret(name))
             ):
                 new = name + "=" + REDACTED
-            elif (
-                not encoded
-                and triggers.isdisjoint(value)
-                and (len(value) < _LONG_RUN_MIN or _LONG_RUN.search(value) is None)
+            elif not encoded and (
+                triggers.isdisjoint(value)
+                if len(value) < _LONG_RUN_MIN
+                else _long_cannot_match(value)
             ):
                 # `_cannot_match`, written out: a query has a few values per request.
                 continue

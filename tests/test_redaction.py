@@ -1170,11 +1170,27 @@ class TestScanPrecheck:
             assert redaction._PATTERN.search(text) is None
             assert redaction._PATTERN_EMAIL.search(text) is None
 
+    @settings(max_examples=500, deadline=None)
+    @given(
+        text=st.one_of(
+            st.text(st.sampled_from("0123456789ABJSZafz-:=@_ \t<%./é\u0663"), max_size=60),
+            st.text(max_size=60),
+        )
+    )
+    def test_precheck_is_the_trigger_and_long_run_searches(self, text: str) -> None:
+        """However it is computed (short, ASCII, other), the verdict is the two searches'."""
+        expected = (
+            redaction._SCAN_TRIGGERS.isdisjoint(text) and redaction._LONG_RUN.search(text) is None
+        )
+        assert redaction._cannot_match(text) is expected
+
     def test_common_request_values_skip_the_scan(self) -> None:
         """Paths, addresses and hex request ids pass; a 13-digit run or a trigger does not."""
         for clean in ("/items/42", "127.0.0.1", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b", "GET"):
             assert redaction._cannot_match(clean)
-        for suspect in ("4111111111111", "a=b", "x:y", "a b", "SK", "A", "eyJ", "a-b", "a_b"):
+        suspects = ("4111111111111", "a=b", "x:y", "a b", "SK", "A", "eyJ", "a-b", "a_b")
+        long = ("0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1b-", "0f4b5a2c7d9e4e1f8a3b6c5d4e3f2a1bA")
+        for suspect in (*suspects, *long, "x" * 20 + "4111111111111", "é" * 20 + "_"):
             assert not redaction._cannot_match(suspect)
 
     def test_str_subclass_is_always_scanned(self) -> None:
