@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import orjson
@@ -63,6 +63,10 @@ _MAX_DEPTH = 12
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error", "fatal": "critical", "msg": "info"}
 _CONTEXT_KEYS = ("request_id", "merchant_id", "user_id")
 _CONTEXT_KEY_SET = frozenset(_CONTEXT_KEYS)
+_CONTEXT_RANK = {key: rank for rank, key in enumerate(_CONTEXT_KEYS)}
+#: In a cached redacted context (``BoundValues.shaped``): the mapping is its own head.
+_ITSELF = object()
+_NO_REST: Mapping[str, Any] = MappingProxyType({})
 #: The keys only the pipeline writes (see `RESERVED_PREFIX`).
 _RESERVED = frozenset(
     {"timestamp", "level", "event", "logger", "service", "environment", "trace_id", "span_id"}
@@ -206,7 +210,7 @@ class EventShaper:
             out["trace_id"] = span_context.trace_id.to_bytes(16, "big").hex()
             out["span_id"] = span_context.span_id.to_bytes(8, "big").hex()
         redactor = get_redactor()
-        head: dict[str, Any] | None = None
+        head: Mapping[str, Any] | None = None
         # The bound keys after the context ones, then the event's own, in order.
         own: dict[str, Any] = {}
         context = bound_values()
@@ -252,12 +256,16 @@ class EventShaper:
                 own[key] = value
         if fresh:
             redacted = redactor.redact(fresh)
+            # The head with the context keys passed on the call, when there are any.
+            edited: dict[str, Any] | None = None
             if head_hit:
-                # A context key passed on the call replaces the bound value.
-                head = dict(head)  # type: ignore[arg-type]
-                for key in head:
+                # A context key passed on the call replaces the bound value; the
+                # head may be the bound mapping itself, which is never changed.
+                edited = dict(head)  # type: ignore[arg-type]
+                for key in edited:
                     if key in fresh:
-                        head[key] = redacted.get(key, REDACTED)
+                        edited[key] = redacted.get(key, REDACTED)
+                head = edited
             if redacted is not fresh:
                 renamed: list[str] | None = None
                 for key in fresh:
@@ -277,8 +285,9 @@ class EventShaper:
                 for key, (length, seen) in long.items():
                     if key in own:
                         own[key] = _cut_redacted(own[key], length, seen)
-                    elif head is not None and key in head:
-                        head[key] = _cut_redacted(head[key], length, seen)
+                    elif edited is not None and key in edited:
+                        # A long context key passed on the call: it made the copy.
+                        edited[key] = _cut_redacted(edited[key], length, seen)
         if head:
             out.update(head)
         if own:
@@ -332,7 +341,7 @@ def _rename_own(
 
 def _redacted_context(
     context: BoundValues, redactor: Any
-) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
     """Return the bound context as (context keys in the contract's order, the rest), redacted.
 
     The bound mapping is a new object on every bind, and the same one for every
@@ -342,17 +351,44 @@ def _redacted_context(
     """
     shaped = context.shaped
     if shaped is not None and shaped[0] is redactor:
-        return shaped[1], shaped[2]
-    # One pass sorts the keys; the redactor sees them in one call, and the
-    # output is rebuilt only when it changed something (a request's mapping,
-    # new on every request, mostly holds a clean request id).
-    head: dict[str, Any] = {}
-    rest: dict[str, Any] = {}
+        return context if shaped[1] is _ITSELF else shaped[1], shaped[2]
+    # The common binding (a request's id, then its merchant and user) is only
+    # context keys, in the contract's order, that the redactor would keep: the
+    # mapping itself is then its own redacted head, and nothing is copied.
+    keeps = redactor.keeps
     cacheable = True
+    as_it_is = True
+    rank = -1
     atomic = _ATOMIC_TYPES
     for key, value in context.items():
         if type(value) not in atomic:
             cacheable = False
+        if as_it_is:
+            place = _CONTEXT_RANK.get(key, -1)
+            if place <= rank or not keeps(key, value):
+                as_it_is = False
+            rank = place
+    result: tuple[Mapping[str, Any] | None, Mapping[str, Any]]
+    if as_it_is:
+        result = (context, _NO_REST)
+        if cacheable:
+            # Not the mapping itself: a tuple that held it would be a reference
+            # cycle, left to the garbage collector on every request.
+            context.shaped = (redactor, _ITSELF, _NO_REST)
+        return result
+    result = _sorted_redacted(context, redactor)
+    if cacheable:
+        context.shaped = (redactor, *result)
+    return result
+
+
+def _sorted_redacted(
+    context: Mapping[str, Any], redactor: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """`_redacted_context` for any binding: sort the keys, redact them in one call."""
+    head: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in context.items():
         if key in _CONTEXT_KEY_SET:
             head[key] = value
         elif key in _RESERVED:
@@ -362,19 +398,12 @@ def _redacted_context(
     if len(head) > 1:
         head = {key: head[key] for key in _CONTEXT_KEYS if key in head}
     combined = {**head, **rest} if rest else head
-    keeps = redactor.keeps
-    for key, value in combined.items():
-        if not keeps(key, value):
-            redacted = redactor.redact(combined)
-            if redacted is not combined:
-                head = {key: redacted.get(key, REDACTED) for key in head}
-                # A key that itself held a secret comes back under a new name.
-                rest = {key: value for key, value in redacted.items() if key not in head}
-            break
-    result = (head or None, rest)
-    if cacheable:
-        context.shaped = (redactor, *result)
-    return result
+    redacted = redactor.redact(combined)
+    if redacted is not combined:
+        head = {key: redacted.get(key, REDACTED) for key in head}
+        # A key that itself held a secret comes back under a new name.
+        rest = {key: value for key, value in redacted.items() if key not in head}
+    return head or None, rest
 
 
 def structure_exception(exc_info: Any) -> dict[str, Any] | None:

@@ -21,10 +21,11 @@ from kaleem_telemetry._processors import (
     MAX_KEY_CHARS,
     MAX_LINE_BYTES,
     MAX_VALUE_CHARS,
+    _redacted_context,
     format_timestamp,
 )
 from kaleem_telemetry.config import TelemetryConfig
-from kaleem_telemetry.context import bind_context, telemetry_context
+from kaleem_telemetry.context import BoundValues, bind_context, get_context, telemetry_context
 from kaleem_telemetry.redaction import Redactor, get_redactor, set_redactor
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -752,6 +753,59 @@ class TestBoundContextIsRedacted:
         first, second = _lines(capsys)
         assert first["user_id"] == "alice@example.com"
         assert second["user_id"] == "[REDACTED:email]"
+
+    def test_a_clean_binding_in_order_is_logged_as_bound_and_never_changed(self, capsys):
+        """Request, merchant and user ids bound in order print as bound, line after line.
+
+        A line that passes one of them, long enough to be cut, changes that
+        line only: the next line prints the bound values again.
+        """
+        long_user = "u" * (MAX_VALUE_CHARS + 100)
+        with telemetry_context(request_id="r-1", merchant_id="m-1", user_id="u-1"):
+            bound = dict(get_context())
+            logs.get_logger().info("a")
+            logs.get_logger().info("b", user_id=long_user)
+            logs.get_logger().info("c")
+            after = dict(get_context())
+
+        first, second, third = _lines(capsys)
+        assert after == bound
+        for line in (first, third):
+            assert {k: line[k] for k in list(line)[6:]} == bound
+        assert list(second)[6:] == ["request_id", "merchant_id", "user_id"]
+        assert second["user_id"].startswith("u" * 100)
+        assert len(second["user_id"]) < len(long_user)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from(["request_id", "merchant_id", "user_id", "job", "level", "token"]),
+            st.one_of(
+                st.sampled_from(
+                    ["r-1", "alice@example.com", "sk_live_" + "a" * 24, "4111111111111111", ""]
+                ),
+                st.text(max_size=40),
+                st.integers(),
+                st.none(),
+            ),
+            max_size=5,
+        )
+    )
+    def test_a_bound_context_prints_what_the_redactor_makes_of_it(self, values):
+        """Whatever is bound, in any order: the redactor's verdict, in the contract's order."""
+        redactor = Redactor(mask_emails=True)
+        context = BoundValues(values)
+        head, rest = _redacted_context(context, redactor)
+        again = _redacted_context(context, redactor)  # from the cache when one was kept
+
+        names = {k: ("field_" + k if k == "level" else k) for k in values}
+        expected = redactor.redact({names[k]: v for k, v in values.items()})
+        order = [k for k in ("request_id", "merchant_id", "user_id") if k in values]
+        order += [names[k] for k in values if k not in order]
+        assert {**(head or {}), **rest} == expected
+        assert list({**(head or {}), **rest}) == order
+        assert again == (head, rest)
+        assert dict(context) == values
 
 
 @pytest.mark.usefixtures("json_logs")
