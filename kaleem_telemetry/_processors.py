@@ -368,14 +368,12 @@ def _redacted_context(
             if place <= rank or not keeps(key, value):
                 as_it_is = False
             rank = place
-    result: tuple[Mapping[str, Any] | None, Mapping[str, Any]]
     if as_it_is:
-        result = (context, _NO_REST)
         if cacheable:
             # Not the mapping itself: a tuple that held it would be a reference
             # cycle, left to the garbage collector on every request.
             context.shaped = (redactor, _ITSELF, _NO_REST)
-        return result
+        return context, _NO_REST
     result = _sorted_redacted(context, redactor)
     if cacheable:
         context.shaped = (redactor, *result)
